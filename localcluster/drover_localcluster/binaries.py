@@ -1,0 +1,225 @@
+"""Build the cluster's binaries from their Go modules and cache them by version.
+
+`k8s.io/kubernetes` and the etcd server module carry `replace` directives pointing into their
+own source trees, so `go install mod@version` refuses them. We generate a small wrapper module
+that requires them and pins each replaced module to its published version, then `go build` the
+commands from it. Helm's module has no replace directives and is `go install`ed directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from drover_localcluster.errors import BuildError
+from drover_localcluster.settings import Versions, cache_root
+
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of every binary the local cluster runs."""
+
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubectl: Path
+    etcd: Path
+    helm: Path
+
+    @property
+    def directories(self) -> list[Path]:
+        """Directories to put first on PATH, without duplicates."""
+        seen: list[Path] = []
+        for path in (self.kubectl, self.etcd, self.helm):
+            if path.parent not in seen:
+                seen.append(path.parent)
+        return seen
+
+
+def _log(message: str) -> None:
+    print(f"[drover-localcluster] {message}", file=sys.stderr, flush=True)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            "Go is not installed or not on PATH. The local cluster builds Kubernetes, etcd and "
+            "Helm from their Go modules: install Go 1.25 or newer (https://go.dev/doc/install) "
+            "and run again."
+        )
+    return go
+
+
+def _run_go(args: list[str], cwd: Path, log: Path) -> None:
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    with log.open("ab") as out:
+        out.write(f"\n$ go {' '.join(args)}\n".encode())
+        out.flush()
+        proc = subprocess.run([_go(), *args], cwd=cwd, env=env, stdout=out, stderr=out)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise BuildError(f"go {args[0]} failed (log: {log}):\n" + "\n".join(tail))
+
+
+def _mod_file(module: str, version: str, cwd: Path, log: Path) -> str:
+    """The go.mod of a published module version, fetched through the module proxy."""
+    proc = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        log.write_text(proc.stdout + proc.stderr)
+        raise BuildError(f"could not download {module}@{version} (log: {log}): {proc.stderr}")
+    return Path(json.loads(proc.stdout)["GoMod"]).read_text()
+
+
+def _go_directives(mod: str) -> str:
+    """The `go` and `godebug` lines, so the wrapper builds with the upstream defaults."""
+    return "\n".join(line for line in mod.splitlines() if re.match(r"^(go|godebug) ", line))
+
+
+def _pinned_replaces(mod: str, pattern: str, version: str) -> list[str]:
+    return [
+        f"\t{m} => {m} {version}"
+        for m in re.findall(rf"^\s*({pattern})\s+=>\s+\.\.?/\S+\s*$", mod, flags=re.M)
+    ]
+
+
+def kubernetes_wrapper_gomod(upstream_mod: str, version: str) -> str:
+    """go.mod requiring k8s.io/kubernetes with every staging module pinned to v0.<minor>.<patch>."""
+    staging = "v0." + version.split(".", 1)[1]
+    replaces = _pinned_replaces(upstream_mod, r"k8s\.io/[\w.-]+", staging)
+    return (
+        "module drover.dev/localcluster/kubernetes\n\n"
+        f"{_go_directives(upstream_mod)}\n\n"
+        f"require k8s.io/kubernetes v{version}\n\n"
+        "replace (\n" + "\n".join(replaces) + "\n)\n"
+    )
+
+
+def etcd_wrapper_gomod(upstream_mod: str, version: str) -> str:
+    """go.mod requiring the etcd server with its sibling modules pinned to the same release."""
+    replaces = _pinned_replaces(upstream_mod, r"go\.etcd\.io/etcd/[\w./-]+", f"v{version}")
+    return (
+        "module drover.dev/localcluster/etcd\n\n"
+        f"{_go_directives(upstream_mod)}\n\n"
+        f"require go.etcd.io/etcd/server/v3 v{version}\n\n"
+        "replace (\n" + "\n".join(replaces) + "\n)\n"
+    )
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move a finished build into place in one rename, so a half build is never cached."""
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def _build_kubernetes(version: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="drover-k8s-", dir=target.parent) as tmp:
+        work = Path(tmp)
+        log = target.parent / f"build-kubernetes-{version}.log"
+        log.write_text("")
+        upstream = _mod_file("k8s.io/kubernetes", f"v{version}", work, log)
+        (work / "go.mod").write_text(kubernetes_wrapper_gomod(upstream, version))
+        major, minor = version.split(".")[:2]
+        ldflags = " ".join(
+            [
+                "-s -w",
+                f"-X k8s.io/component-base/version.gitVersion=v{version}",
+                f"-X k8s.io/component-base/version.gitMajor={major}",
+                f"-X k8s.io/component-base/version.gitMinor={minor}",
+                "-X k8s.io/component-base/version.gitTreeState=clean",
+                "-X k8s.io/client-go/pkg/version.gitVersion=v" + version,
+            ]
+        )
+        out = work / "bin"
+        packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
+        _run_go(["build", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/", *packages], work, log)
+        _install(out, target)
+
+
+def _build_etcd(version: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="drover-etcd-", dir=target.parent) as tmp:
+        work = Path(tmp)
+        log = target.parent / f"build-etcd-{version}.log"
+        log.write_text("")
+        upstream = _mod_file("go.etcd.io/etcd/server/v3", f"v{version}", work, log)
+        (work / "go.mod").write_text(etcd_wrapper_gomod(upstream, version))
+        out = work / "bin"
+        out.mkdir()
+        ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{version}"
+        args = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / "etcd")]
+        _run_go([*args, "go.etcd.io/etcd/server/v3"], work, log)
+        _install(out, target)
+
+
+def _build_helm(version: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="drover-helm-", dir=target.parent) as tmp:
+        work = Path(tmp)
+        log = target.parent / f"build-helm-{version}.log"
+        log.write_text("")
+        out = work / "bin"
+        out.mkdir()
+        ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version=v{version}"
+        env_args = ["install", "-trimpath", "-ldflags", ldflags]
+        os.environ["GOBIN"] = str(out)
+        try:
+            _run_go([*env_args, f"helm.sh/helm/v3/cmd/helm@v{version}"], work, log)
+        finally:
+            del os.environ["GOBIN"]
+        _install(out, target)
+
+
+def ensure_binaries(versions: Versions | None = None) -> Binaries:
+    """Return the cached binaries, building whatever is missing (cold: tens of minutes)."""
+    versions = versions or Versions()
+    root = cache_root() / "bin"
+    kube = root / f"kubernetes-{versions.kubernetes}"
+    etcd = root / f"etcd-{versions.etcd}"
+    helm = root / f"helm-{versions.helm}"
+    wanted = [
+        (kube, KUBE_COMMANDS, _build_kubernetes, versions.kubernetes),
+        (etcd, ("etcd",), _build_etcd, versions.etcd),
+        (helm, ("helm",), _build_helm, versions.helm),
+    ]
+    with _build_lock(root):
+        for target, commands, build, version in wanted:
+            if all((target / c).is_file() for c in commands):
+                continue
+            _log(f"building {target.name} from Go modules (cached in {root}) ...")
+            started = time.monotonic()
+            build(version, target)
+            _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
+    return Binaries(
+        kube_apiserver=kube / "kube-apiserver",
+        kube_controller_manager=kube / "kube-controller-manager",
+        kube_scheduler=kube / "kube-scheduler",
+        kubectl=kube / "kubectl",
+        etcd=etcd / "etcd",
+        helm=helm / "helm",
+    )

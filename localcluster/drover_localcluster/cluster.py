@@ -1,0 +1,272 @@
+"""One local cluster: Postgres, the control plane and node agents, rooted in a directory.
+
+`make cluster-up` and the pytest fixtures both go through `LocalCluster`. Its state (ports,
+pids, the process marker) lives in `<dir>/state.json`, so a later command can find and stop
+what an earlier one started.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drover_localcluster.binaries import Binaries, ensure_binaries
+from drover_localcluster.controlplane import ControlPlane, Ports
+from drover_localcluster.errors import StartupError
+from drover_localcluster.nodeagent.config import AgentConfig
+from drover_localcluster.postgres import Postgres
+from drover_localcluster.processes import alive, free_port, spawn, stop_group, sweep, wait_until
+from drover_localcluster.settings import NODE_NAME, Timing, Versions
+
+
+@dataclass
+class ClusterState:
+    """What a running cluster's later commands need to find it."""
+
+    marker: str
+    ports: dict[str, int]
+    postgres_port: int
+    pids: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)  # node name -> agent pid
+
+
+class LocalCluster:
+    def __init__(self, directory: Path, *, timing: Timing | None = None) -> None:
+        self.directory = directory.resolve()
+        self.timing = timing or Timing()
+        self.versions = Versions()
+        self.state_file = self.directory / "state.json"
+        self.state: ClusterState | None = self._load()
+        self._binaries: Binaries | None = None
+        self._control_plane: ControlPlane | None = None
+
+    # -- paths and derived objects -----------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def env_file(self) -> Path:
+        return self.directory / "env"
+
+    @property
+    def binaries(self) -> Binaries:
+        if self._binaries is None:
+            self._binaries = ensure_binaries(self.versions)
+        return self._binaries
+
+    @property
+    def control_plane(self) -> ControlPlane:
+        if self._control_plane is None:
+            assert self.state is not None, "cluster is not up"
+            self._control_plane = ControlPlane(
+                self.directory, self.binaries, Ports(**self.state.ports), self.timing
+            )
+        return self._control_plane
+
+    @property
+    def postgres(self) -> Postgres:
+        assert self.state is not None, "cluster is not up"
+        return Postgres(self.directory / "postgres", self.state.postgres_port)
+
+    @property
+    def server(self) -> str:
+        return self.control_plane.server
+
+    def env(self) -> dict[str, str]:
+        """Environment for tools that talk to this cluster (kubectl, helm, the operator)."""
+        path = ":".join(str(p) for p in [*self.binaries.directories, Path(sys.executable).parent])
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH_PREPEND": path,
+            "DROVER_DATABASE_URL": self.postgres.dsn,
+            "DROVER_LOCALCLUSTER_DIR": str(self.directory),
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start everything, or do nothing when it is already up and healthy."""
+        if self.state is not None and self.healthy():
+            self._write_env_files()
+            return
+        if self.state is not None:
+            self.down()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.directory / "logs", ignore_errors=True)
+        binaries = self.binaries
+        self.state = ClusterState(
+            marker=f"drover-{secrets.token_hex(6)}",
+            ports={
+                "etcd_client": free_port(),
+                "etcd_peer": free_port(),
+                "apiserver": free_port(),
+                "controller_manager": free_port(),
+                "scheduler": free_port(),
+            },
+            postgres_port=free_port(),
+        )
+        self._save()
+        try:
+            self.postgres.start(self.state.marker)
+            self.state.pids.update(self.control_plane.start(self.state.marker))
+            self._save()
+            self.start_node(NODE_NAME)
+            self._wait_default_service_account()
+        except BaseException:
+            self.down()
+            raise
+        assert binaries is self.binaries
+        self._write_env_files()
+
+    def down(self) -> None:
+        """Stop every process of this cluster; nothing is left running."""
+        state = self.state
+        if state is None:
+            return
+        for pid in state.nodes.values():
+            stop_group(pid, grace=15)
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in state.pids:
+                stop_group(state.pids[name])
+        self.postgres.stop("immediate")
+        sweep(state.marker)
+        # A cluster is throwaway: the next `up` starts from empty etcd and Postgres, so the
+        # two stores can never disagree. Logs stay for post-mortems until then.
+        for data in ("etcd", "postgres", "nodes"):
+            shutil.rmtree(self.directory / data, ignore_errors=True)
+        self.state_file.unlink(missing_ok=True)
+        self.state = None
+
+    def healthy(self) -> bool:
+        if self.state is None:
+            return False
+        pids = [*self.state.pids.values(), *self.state.nodes.values()]
+        if not pids or not all(alive(p) for p in pids) or not self.postgres.running():
+            return False
+        try:
+            return bool(self.get("/readyz", raw=True) == "ok")
+        except (OSError, StartupError):
+            return False
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def start_node(self, name: str) -> int:
+        """Start a node agent registering Node `name`; wait until the Node is Ready."""
+        assert self.state is not None
+        cp = self.control_plane
+        serving = cp.ca.issue(f"node-{name}-serving", name, hosts=("127.0.0.1", name), server=True)
+        config = AgentConfig(
+            node_name=name,
+            kubeconfig=cp.component_kubeconfig(
+                f"node-{name}", f"system:node:{name}", orgs=("system:nodes",)
+            ),
+            state_dir=self.directory / "nodes" / name,
+            cluster_ca=cp.ca.pair.cert,
+            apiserver_url=cp.server,
+            serving_cert=serving.cert,
+            serving_key=serving.key,
+            kubelet_port=free_port(),
+            kubernetes_version=self.versions.kubernetes,
+            marker=self.state.marker,
+            path_prepend=(str(Path(sys.executable).parent),),
+            lease_duration_s=self.timing.lease_duration_s,
+            lease_renew_s=self.timing.lease_renew_s,
+            status_update_s=self.timing.node_status_update_s,
+        )
+        config_file = self.directory / "nodes" / f"{name}.json"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(config.to_json(), indent=2))
+        log = self.directory / "logs" / f"node-agent-{name}.log"
+        pid = spawn(
+            [sys.executable, "-m", "drover_localcluster.nodeagent", str(config_file)],
+            log=log,
+            marker=self.state.marker,
+            cwd=self.directory,
+        )
+        self.state.nodes[name] = pid
+        self._save()
+        wait_until(
+            lambda: self.node_ready(name),
+            what=f"node agent {name}",
+            timeout=self.timing.ready_timeout_s,
+            log=log,
+            pid=pid,
+        )
+        return pid
+
+    def stop_node(self, name: str, *, kill: bool = False) -> None:
+        """Stop a node agent (SIGKILL with `kill`, as a lost node); the Node object stays."""
+        assert self.state is not None
+        pid = self.state.nodes.pop(name)
+        self._save()
+        stop_group(pid, grace=0 if kill else 15)
+
+    def node_ready(self, name: str) -> bool:
+        node = self.get(f"/api/v1/nodes/{name}")
+        conditions = node.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    # -- small API helpers (no client library needed to manage the cluster itself) -----------
+
+    def get(self, path: str, *, raw: bool = False) -> Any:
+        context: ssl.SSLContext = self.control_plane.admin_ssl_context()
+        with urllib.request.urlopen(f"{self.server}{path}", timeout=5, context=context) as r:
+            body = r.read().decode()
+        return body if raw else json.loads(body)
+
+    def _wait_default_service_account(self) -> None:
+        def ready() -> bool:
+            try:
+                self.get("/api/v1/namespaces/default/serviceaccounts/default")
+            except urllib.error.HTTPError:
+                return False
+            return True
+
+        wait_until(
+            ready,
+            what="the default ServiceAccount (controller-manager)",
+            timeout=self.timing.ready_timeout_s,
+            log=self.directory / "logs" / "kube-controller-manager.log",
+        )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _load(self) -> ClusterState | None:
+        if not self.state_file.exists():
+            return None
+        return ClusterState(**json.loads(self.state_file.read_text()))
+
+    def _save(self) -> None:
+        assert self.state is not None
+        self.state_file.write_text(json.dumps(asdict(self.state), indent=2))
+
+    def _write_env_files(self) -> None:
+        env = self.env()
+        lines = ["# Written by `make cluster-up`: `source .cluster/env` to use the local cluster."]
+        for key, value in env.items():
+            if key != "PATH_PREPEND":
+                lines.append(f"export {key}={shlex.quote(value)}")
+        lines.append(f'export PATH={shlex.quote(env["PATH_PREPEND"])}:"$PATH"')
+        self.env_file.write_text("\n".join(lines) + "\n")
+        (self.directory / "helm-values.yaml").write_text(
+            "# Values for `helm install drover helm/drover -n drover-system --create-namespace"
+            " -f .cluster/helm-values.yaml` on the local cluster (written by make cluster-up).\n"
+            "database:\n"
+            f"  url: {json.dumps(self.postgres.dsn)}\n"
+        )
+
+
+def wait_seconds(started: float) -> str:
+    return f"{time.monotonic() - started:.1f}s"

@@ -1,0 +1,1 @@
+"""Drover operator: kopf handlers, Postgres store, admission loop and pod builder."""

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh Debian machine: system packages (Postgres server),
+# a Python venv with the project and its dev dependencies. Idempotent; the Makefile calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need_apt+=(postgresql)
+command -v runuser >/dev/null || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    echo "bootstrap: missing ${need_apt[*]} and no apt-get: install them with your package manager" >&2
+    exit 1
+  fi
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  # Debian's package starts a system-wide cluster we don't use; tests run their own.
+  $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+fi
+
+if ! command -v go >/dev/null; then
+  echo "bootstrap: Go is not on PATH. The local cluster builds Kubernetes, etcd and Helm from" \
+       "their Go modules: install Go 1.25 or newer (https://go.dev/doc/install)." >&2
+  exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[dev]'
