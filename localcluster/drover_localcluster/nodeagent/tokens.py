@@ -80,7 +80,7 @@ class TokenManager:
                 boundObjectRef=BoundObjectReference(
                     kind="Pod", apiVersion="v1", name=pod.metadata.name, uid=pod.metadata.uid
                 ),
-            )
+            ),
         )
         response = await self.client.create(
             request, pod.spec.serviceAccountName or "default", namespace=pod.metadata.namespace
