@@ -25,17 +25,20 @@ cluster-up: binaries  ## Start the local cluster in the background; writes .clus
 cluster-down:  ## Stop the local cluster; no process is left behind
 	@if [ -x $(PY) ]; then $(PY) -m drover_localcluster down --dir $(CLUSTER_DIR); fi
 
-dev: cluster-up  ## Bring everything up with the examples and print how to use kubectl
+dev: cluster-up  ## Bring everything up, apply the examples and run the operator (Ctrl-C stops it)
 	@source $(CLUSTER_DIR)/env && \
-	  if compgen -G "crds/*.yaml" >/dev/null; then \
-	    kubectl apply --server-side -f crds/ >/dev/null && \
-	    kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null; fi && \
-	  if compgen -G "examples/*.yaml" >/dev/null; then kubectl apply -f examples/; fi
+	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null && \
+	  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null && \
+	  kubectl apply -f examples/
 	@echo
-	@echo "The local cluster is up. Use it with:"
+	@echo "The local cluster is up and the operator starts below. In another shell:"
 	@echo "  source $(CLUSTER_DIR)/env"
-	@echo "  kubectl get nodes"
-	@echo "Stop it with: make cluster-down"
+	@echo "  kubectl get nodes                 # drover-local Ready"
+	@echo "  kubectl get tasks,taskruns        # the examples"
+	@echo "  kubectl describe taskrun sync-customer-tenant-42"
+	@echo "Stop the operator with Ctrl-C and the cluster with: make cluster-down"
+	@echo
+	@source $(CLUSTER_DIR)/env && exec $(VENV)/bin/drover-operator run --standalone
 
 test: binaries  ## Unit and end-to-end tests (starts its own throwaway cluster)
 	$(VENV)/bin/pytest

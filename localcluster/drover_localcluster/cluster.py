@@ -28,6 +28,9 @@ from drover_localcluster.postgres import Postgres
 from drover_localcluster.processes import alive, free_port, spawn, stop_group, sweep, wait_until
 from drover_localcluster.settings import NODE_NAME, Timing, Versions
 
+# The checkout this package was installed from (editable): pods import task code from it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class ClusterState:
@@ -181,6 +184,7 @@ class LocalCluster:
             kubernetes_version=self.versions.kubernetes,
             marker=self.state.marker,
             path_prepend=(str(Path(sys.executable).parent),),
+            python_path=(str(REPO_ROOT),),
             lease_duration_s=self.timing.lease_duration_s,
             lease_renew_s=self.timing.lease_renew_s,
             status_update_s=self.timing.node_status_update_s,

@@ -275,7 +275,7 @@ BAD_MANIFESTS: list[BadManifest] = [
     B("run-tag-value-pattern", run({"tags": {"tenant": "a b"}}), "spec.tags.tenant"),
     B("run-too-many-tags", run({"tags": {f"t{i}": "x" for i in range(33)}}), "spec.tags"),
     B("run-unknown-field", run({"taskref": {"name": "noop"}}), "spec.taskref", "not declared"),
-    B("run-name-too-long", run(name="r" * 64), "metadata.name", python=False),
+    B("run-name-too-long", run(name="r" * 254), "metadata.name", python=False),
 ]
 
 

@@ -77,6 +77,8 @@ class NodeAgent:
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
         if self.config.path_prepend:
             env["PATH"] = os.pathsep.join([*self.config.path_prepend, env.get("PATH", "")])
+        if self.config.python_path:
+            env["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
         port = self.config.apiserver_url.rsplit(":", 1)[1]
         env.update(
             {

@@ -44,6 +44,8 @@ class AgentConfig:
     marker: str
     # Prepended to PATH in pods, so `python` is the project's Python environment.
     path_prepend: tuple[str, ...] = ()
+    # PYTHONPATH in pods: the checkout stands in for a task image's code.
+    python_path: tuple[str, ...] = ()
     lease_duration_s: int = 40
     lease_renew_s: float = 2.0
     status_update_s: float = 5.0
@@ -62,7 +64,7 @@ class AgentConfig:
         for key, value in data.items():
             if key in paths:
                 values[key] = Path(str(value))
-            elif key == "path_prepend" and isinstance(value, list):
+            elif key in ("path_prepend", "python_path") and isinstance(value, list):
                 values[key] = tuple(str(v) for v in value)
             else:
                 values[key] = value

@@ -21,12 +21,18 @@ HEADER = (
     "# operator/drover_operator/crd/ — do not edit by hand.\n"
 )
 
-#: Names become label values on pods (max 63 characters), as with CronJob names. A CRD may
-#: constrain only `metadata.name`/`generateName`; the API server checks the DNS syntax itself.
-_METADATA: Schema = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 63}},
-}
+
+#: Task names stay short (63 characters, as CronJob names): scheduled runs are named
+#: `<task>-<time>`. TaskRun names may be any valid name (253 characters); pod names and label
+#: values derived from them are shortened with a hash. A CRD may constrain only
+#: `metadata.name`/`generateName`; the API server checks the DNS syntax itself.
+def _metadata(max_name_length: int | None) -> Schema:
+    if max_name_length is None:
+        return {"type": "object"}
+    return {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": max_name_length}},
+    }
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Resource:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[Column, ...]
+    max_name_length: int | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +104,7 @@ TASK = Resource(
         Column("Reason", "string", f"{_READY}.reason", "Why not ready.", priority=1),
         _AGE,
     ),
+    max_name_length=63,
 )
 
 TASK_RUN = Resource(
@@ -143,7 +151,7 @@ def openapi_schema(resource: Resource) -> Schema:
                 "description": "APIVersion defines the versioned schema of this object.",
             },
             "kind": {"type": "string", "description": "Kind is the type of this object."},
-            "metadata": _METADATA,
+            "metadata": _metadata(resource.max_name_length),
             "spec": structural_schema(resource.spec),
             "status": structural_schema(resource.status),
         },

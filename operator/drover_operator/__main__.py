@@ -1,0 +1,3 @@
+from drover_operator.cli import main
+
+main()

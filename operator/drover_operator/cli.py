@@ -1,0 +1,113 @@
+"""`drover-operator run`: migrate the database, then run the operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from drover_operator import handlers
+from drover_operator.converge import Converger
+from drover_operator.engine import Engine
+from drover_operator.kube import make_client
+from drover_operator.settings import Settings
+from drover_operator.store.db import open_pool
+from drover_operator.store.migrate import migrate
+from drover_operator.store.runs import Store
+
+log = logging.getLogger("drover_operator")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drover-operator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator (settings: DROVER_* env vars)")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        default=None,
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        default=None,
+        help="no peering: for a single replica (DROVER_STANDALONE)",
+    )
+    run.add_argument("--peering", default=None, help="kopf peering name (DROVER_PEERING)")
+    run.add_argument("--database-url", default=None, help="Postgres DSN (DROVER_DATABASE_URL)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in vars(args).items()
+        if key in Settings.model_fields and value is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DROVER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"drover-operator: invalid settings: {problems}") from exc
+
+
+async def run(settings: Settings) -> None:
+    applied = await migrate(settings.database_url)
+    if applied:
+        log.info("applied database migrations %s", applied)
+    pool = await open_pool(settings.database_url, settings.database_pool_size)
+    client = make_client()
+    store = Store(pool)
+    engine = Engine(settings, store, Converger(settings, store, client))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    assert handlers  # registered on import
+    operator = asyncio.create_task(
+        kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=settings.standalone,
+            # Naming a peering makes it mandatory in kopf, so only name it when peering.
+            peering_name=None if settings.standalone else settings.peering,
+            memo=kopf.Memo(engine=engine),
+            stop_flag=stop,
+        )
+    )
+    try:
+        await asyncio.gather(operator, engine.run(stop))
+    finally:
+        stop.set()
+        await client.close()
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    # kopf reports every handled event at INFO; failures still show as warnings and errors.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings = load_settings(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    if args.command == "migrate":
+        print(asyncio.run(migrate(settings.database_url)))
+        return
+    asyncio.run(run(settings))

@@ -1,0 +1,58 @@
+"""kopf handlers: thin translations of watch events into calls on the engine.
+
+Only the active replica (kopf peering) runs these. Raw event handlers are used on purpose:
+they cost no extra API calls for kopf's progress bookkeeping, and every engine input is
+idempotent, so replayed or repeated events are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import kopf
+
+from drover_operator.crd import GROUP, VERSION
+from drover_operator.engine import Engine
+from drover_operator.pods import LABEL_RUN_UID
+
+
+def _object(event: kopf.RawEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], event["object"])
+
+
+def _engine(memo: Any) -> Engine:
+    engine: Engine = memo.engine
+    return engine
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Our resources' status belongs to the operator's own writers; kopf keeps no state there.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.batching.batch_window = 0.01
+
+
+@kopf.on.event(GROUP, VERSION, "tasks")
+async def task_event(*, type: str | None, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    body = _object(event)
+    if type == "DELETED":
+        await _engine(memo).on_task_deleted(body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        await _engine(memo).on_task(body)
+
+
+@kopf.on.event(GROUP, VERSION, "taskruns")
+async def taskrun_event(*, type: str | None, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        await _engine(memo).on_taskrun_deleted(_object(event))
+    else:
+        await _engine(memo).on_taskrun(_object(event))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT})
+async def pod_event(*, type: str | None, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    await _engine(memo).on_pod(type or "MODIFIED", _object(event))

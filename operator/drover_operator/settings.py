@@ -1,0 +1,50 @@
+"""Operator settings, from environment variables (`DROVER_*`) and command-line flags.
+
+| variable | default | meaning |
+|---|---|---|
+| `DROVER_DATABASE_URL` | (required) | Postgres DSN, e.g. `postgresql://user:pw@host:5432/drover` |
+| `DROVER_DATABASE_POOL_SIZE` | 10 | connections in the operator's pool |
+| `DROVER_NAMESPACES` | (all) | comma-separated namespaces to watch; empty = cluster-wide |
+| `DROVER_PEERING` | `drover` | kopf peering name; replicas with the same name elect one active |
+| `DROVER_STANDALONE` | false | run without peering (a single replica, e.g. development) |
+| `DROVER_TICK_SECONDS` | 1.0 | how often timers are checked when nothing wakes the loop |
+| `DROVER_ATTEMPTS_IN_STATUS` | 10 | how many recent attempts `status.attempts` keeps |
+| `DROVER_OUTPUT_LIMIT_BYTES` | 4096 | `status.output` is cut past this (full in Postgres) |
+| `DROVER_DEFAULT_PENDING_TIMEOUT` | `10m` | `timeouts.pending` when a Task sets none |
+| `DROVER_LOG_LEVEL` | `INFO` | operator log level |
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from drover_operator.crd.durations import parse_duration
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DROVER_", extra="ignore")
+
+    database_url: str = Field(min_length=1)
+    database_pool_size: int = Field(default=10, ge=2, le=200)
+    namespaces: list[str] = Field(default_factory=list)
+    peering: str = "drover"
+    standalone: bool = False
+    tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    attempts_in_status: int = Field(default=10, ge=1, le=100)
+    output_limit_bytes: int = Field(default=4096, ge=0, le=262_144)
+    default_pending_timeout: str = "10m"
+    log_level: str = "INFO"
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def pending_timeout(self) -> timedelta:
+        return parse_duration(self.default_pending_timeout)

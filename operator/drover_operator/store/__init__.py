@@ -1,0 +1,1 @@
+"""Postgres: the durable record of runs, attempts and their history."""

@@ -1,0 +1,211 @@
+"""Every SQL statement of the store, in one place."""
+
+ADMISSION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+NOTIFY = "SELECT pg_notify('drover_wake', %s)"
+
+UPSERT_TASK = """
+INSERT INTO drover_tasks (namespace, name, uid, generation, spec, invalid)
+VALUES (%(namespace)s, %(name)s, %(uid)s, %(generation)s, %(spec)s, %(invalid)s)
+ON CONFLICT (namespace, name) DO UPDATE
+SET uid = EXCLUDED.uid, generation = EXCLUDED.generation, spec = EXCLUDED.spec,
+    invalid = EXCLUDED.invalid, updated_at = now()
+"""
+
+DELETE_TASK = "DELETE FROM drover_tasks WHERE namespace = %s AND name = %s"
+
+GET_TASK = "SELECT spec, invalid, generation FROM drover_tasks WHERE namespace = %s AND name = %s"
+
+# Runs of a task whose readiness changed: their status shows why they wait.
+TOUCH_WAITING_RUNS = """
+UPDATE drover_runs SET version = version + 1
+WHERE namespace = %s AND task = %s AND phase = 'Queued'
+"""
+
+INSERT_RUN = """
+INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
+                         payload, tags, phase, eligible_at, expires_at, created_at,
+                         reason, message, finished_at, error)
+VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
+        %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
+        %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s)
+ON CONFLICT (id) DO NOTHING
+"""
+
+INSERT_EVENT = """
+INSERT INTO drover_run_events (run_id, attempt, type, reason, message)
+VALUES (%s, %s, %s, %s, %s)
+"""
+
+LOCK_RUN = "SELECT * FROM drover_runs WHERE id = %s FOR UPDATE"
+
+ACTIVE_ATTEMPT = "SELECT * FROM drover_attempts WHERE run_id = %s AND active FOR UPDATE"
+
+GET_ATTEMPT = "SELECT * FROM drover_attempts WHERE run_id = %s AND number = %s FOR UPDATE"
+
+FINISH_RUN = """
+UPDATE drover_runs
+SET phase = %(phase)s, finished_at = now(), reason = %(reason)s, message = %(message)s,
+    error = %(error)s, cancel_requested = cancel_requested OR %(cancel)s,
+    deleted_at = COALESCE(deleted_at, %(deleted_at)s), version = version + 1
+WHERE id = %(id)s
+"""
+
+RETRY_RUN = """
+UPDATE drover_runs
+SET phase = 'Retrying', eligible_at = %(eligible_at)s, reason = %(reason)s,
+    message = %(message)s, error = %(error)s, version = version + 1
+WHERE id = %(id)s
+"""
+
+END_ATTEMPT = """
+UPDATE drover_attempts
+SET state = %(state)s, active = false, finished_at = COALESCE(finished_at, now()),
+    exit_code = %(exit_code)s, reason = %(reason)s, message = %(message)s,
+    kill_requested = %(kill)s
+WHERE run_id = %(run_id)s AND number = %(number)s
+"""
+
+ACTIVE_USAGE = """
+SELECT coalesce(sum(n), 0)::int AS active,
+       coalesce(jsonb_object_agg(concurrency_key, n) FILTER (WHERE concurrency_key IS NOT NULL),
+                '{}'::jsonb) AS per_key
+FROM (SELECT concurrency_key, count(*) AS n FROM drover_attempts
+      WHERE namespace = %s AND task = %s AND active GROUP BY concurrency_key) AS usage
+"""
+
+WAITING_RUNS = """
+SELECT id, name, concurrency_key, attempt, payload FROM drover_runs
+WHERE namespace = %s AND task = %s AND phase IN ('Queued', 'Retrying')
+  AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
+ORDER BY priority DESC, created_at, id
+LIMIT %s OFFSET %s
+"""
+
+START_ATTEMPT = """
+UPDATE drover_runs
+SET phase = 'Starting', attempt = attempt + 1, eligible_at = NULL, reason = NULL,
+    message = NULL, version = version + 1
+WHERE id = %s
+RETURNING attempt
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO drover_attempts (run_id, number, namespace, task, concurrency_key, pod_name,
+                             state, task_spec, pending_deadline_at)
+VALUES (%(run_id)s, %(number)s, %(namespace)s, %(task)s, %(concurrency_key)s, %(pod_name)s,
+        'Admitted', %(task_spec)s, now() + %(pending)s::interval)
+"""
+
+DUE_QUEUES = """
+SELECT DISTINCT r.namespace, r.task FROM drover_runs r
+JOIN drover_tasks t ON t.namespace = r.namespace AND t.name = r.task AND t.invalid IS NULL
+WHERE r.phase IN ('Queued', 'Retrying') AND NOT r.cancel_requested
+  AND (r.eligible_at IS NULL OR r.eligible_at <= now())
+"""
+
+NEXT_WAKE = """
+SELECT min(eligible_at) AS at FROM drover_runs
+WHERE phase IN ('Queued', 'Retrying') AND eligible_at > now()
+"""
+
+MARK_RUNNING = """
+UPDATE drover_attempts
+SET state = 'Running', pod_created = true,
+    -- Container start times have one-second resolution; an attempt cannot start before it
+    -- was admitted, so the admission time bounds the truncation.
+    started_at = GREATEST(%(started_at)s::timestamptz, admitted_at),
+    deadline_at = GREATEST(%(started_at)s::timestamptz, admitted_at) + %(limit)s::interval
+WHERE run_id = %(run_id)s AND number = %(number)s AND state = 'Admitted' AND active
+RETURNING started_at
+"""
+
+RUN_STARTED = """
+UPDATE drover_runs
+SET phase = 'Running', started_at = COALESCE(started_at, %s), version = version + 1
+WHERE id = %s AND phase = 'Starting'
+"""
+
+MARK_POD_CREATED = """
+UPDATE drover_attempts SET pod_created = true WHERE run_id = %s AND number = %s
+"""
+
+PODS_TO_CREATE = """
+SELECT a.run_id, a.number, a.pod_name, a.task_spec, r.namespace, r.name, r.task, r.payload
+FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
+WHERE a.active AND a.state = 'Admitted' AND NOT a.pod_created
+ORDER BY a.admitted_at
+LIMIT %s
+"""
+
+PODS_TO_KILL = """
+SELECT a.run_id, a.number, a.pod_name, r.namespace
+FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
+WHERE a.kill_requested LIMIT %s
+"""
+
+KILLED = "UPDATE drover_attempts SET kill_requested = false WHERE run_id = %s AND number = %s"
+
+EXPIRE_RUNS = """
+UPDATE drover_runs
+SET phase = 'Expired', finished_at = now(), reason = 'Expired',
+    message = 'not started within its ttl', version = version + 1
+WHERE phase = 'Queued' AND attempt = 0 AND NOT cancel_requested AND expires_at <= now()
+RETURNING id
+"""
+
+DUE_PENDING = """
+SELECT a.run_id, a.number, a.pod_name, r.namespace FROM drover_attempts a
+JOIN drover_runs r ON r.id = a.run_id
+WHERE a.active AND a.state = 'Admitted' AND a.pending_deadline_at <= now()
+LIMIT %s
+"""
+
+DUE_DEADLINES = """
+SELECT a.run_id, a.number FROM drover_attempts a
+WHERE a.active AND a.state = 'Running' AND a.deadline_at <= now()
+LIMIT %s
+"""
+
+UNPUSHED_RUNS = """
+SELECT r.*, t.invalid AS task_invalid, (t.name IS NOT NULL) AS task_exists
+FROM drover_runs r
+LEFT JOIN drover_tasks t ON t.namespace = r.namespace AND t.name = r.task
+WHERE r.version > r.pushed_version
+ORDER BY r.version - r.pushed_version DESC
+LIMIT %s
+"""
+
+RUN_ATTEMPTS = """
+SELECT number, pod_name, state, admitted_at, started_at, finished_at, exit_code, reason, message
+FROM drover_attempts WHERE run_id = %s ORDER BY number DESC LIMIT %s
+"""
+
+MARK_PUSHED = """
+UPDATE drover_runs SET pushed_version = %s WHERE id = %s AND pushed_version < %s
+"""
+
+UNPOSTED_EVENTS = """
+SELECT e.id, e.run_id, e.type, e.reason, e.message, e.at, r.namespace, r.name
+FROM drover_run_events e JOIN drover_runs r ON r.id = e.run_id
+WHERE NOT e.posted ORDER BY e.id LIMIT %s
+"""
+
+MARK_POSTED = "UPDATE drover_run_events SET posted = true WHERE id = ANY(%s)"
+
+TASK_COUNTS = """
+SELECT t.namespace, t.name, t.generation, t.invalid,
+       count(r.id) FILTER (WHERE r.phase IN ('Starting', 'Running')) AS active,
+       count(r.id) FILTER (WHERE r.phase IN ('Queued', 'Retrying')) AS queued
+FROM drover_tasks t
+LEFT JOIN drover_runs r ON r.namespace = t.namespace AND r.task = t.name
+     AND r.phase IN ('Starting', 'Running', 'Queued', 'Retrying')
+GROUP BY t.namespace, t.name, t.generation, t.invalid
+"""
+
+RUN_EVENTS = """
+SELECT at, attempt, type, reason, message FROM drover_run_events
+WHERE run_id = %s ORDER BY id
+"""
+
+GET_RUN = "SELECT * FROM drover_runs WHERE id = %s"

@@ -1,0 +1,345 @@
+"""The run lifecycle on a real cluster: success, retries and their spacing, non-retryable
+exit codes, timeouts, cancel, deletion, missing Tasks, long names, pending timeouts."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from lightkube import ApiError
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
+
+from drover_operator.kube import FINALIZER, TaskResource, TaskRunResource
+from tests.conftest import REPO_ROOT, E2ECluster, wait_for
+from tests.e2e.operator_support import (
+    OperatorProcess,
+    get_run,
+    parse_time,
+    run,
+    status,
+    task,
+    wait_phase,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _pods(cluster: E2ECluster, namespace: str) -> list[Pod]:
+    return list(cluster.client.list(Pod, namespace=namespace))
+
+
+def test_command_task_succeeds_with_one_pod(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(c, namespace, "echo", {"image": "busybox", "command": ["sh", "-c", "echo hi"]})
+    uid = run(c, namespace, "echo-1", "echo")
+    st = wait_phase(c, namespace, "echo-1", "Succeeded")
+    assert st["attempt"] == 1 and st["runId"] == uid
+    [attempt] = st["attempts"]
+    assert attempt["exitCode"] == 0 and attempt["podName"] == "echo-1-a1"
+    condition = {x["type"]: x for x in st["conditions"]}["Succeeded"]
+    assert condition["status"] == "True"
+    assert st["startTime"] and st["completionTime"]
+    [pod] = _pods(cluster, namespace)
+    assert pod.metadata is not None and pod.metadata.labels is not None
+    assert pod.metadata.labels["drover.dev/run-uid"] == uid
+    assert pod.metadata.labels["drover.dev/task"] == "echo"
+    assert pod.metadata.labels["drover.dev/attempt"] == "1"
+    [owner] = pod.metadata.ownerReferences or []
+    assert owner.kind == "TaskRun" and owner.uid == uid and owner.controller
+    assert pod.spec is not None and pod.spec.restartPolicy == "Never"
+    events = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=echo-1",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ).stdout.split()
+    assert {"Queued", "Admitted", "Started", "Succeeded"} <= set(events)
+
+
+def test_retries_are_counted_and_spaced(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "flaky",
+        {
+            "image": "busybox",
+            "command": ["sh", "-c", "exit 1"],
+            "retry": {
+                "maxAttempts": 3,
+                "minDelay": "1s",
+                "factor": 2,
+                "maxDelay": "10s",
+                "randomize": False,
+            },
+        },
+    )
+    run(c, namespace, "flaky-1", "flaky")
+    st = wait_phase(c, namespace, "flaky-1", "Failed")
+    attempts = st["attempts"]
+    assert [a["number"] for a in attempts] == [1, 2, 3] and st["attempt"] == 3
+    assert all(a["exitCode"] == 1 for a in attempts)
+    # Delay before attempt n+1 is minDelay * factor^(n-1): 1s, then 2s.
+    for before, after, delay in ((attempts[0], attempts[1], 1.0), (attempts[1], attempts[2], 2.0)):
+        gap = parse_time(after["startTime"]) - parse_time(before["finishTime"])
+        assert gap.total_seconds() >= delay
+    assert st["error"]["message"] == "exit code 1"
+    assert len(_pods(cluster, namespace)) == 3
+
+
+def test_non_retryable_exit_code_fails_at_once(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "bad-input",
+        {
+            "image": "busybox",
+            "command": ["sh", "-c", "exit 2"],
+            "retry": {"maxAttempts": 5, "nonRetryableExitCodes": [2]},
+        },
+    )
+    run(c, namespace, "bad-1", "bad-input")
+    st = wait_phase(c, namespace, "bad-1", "Failed")
+    assert st["attempt"] == 1 and len(st["attempts"]) == 1
+    assert st["error"]["retryable"] is False
+    assert "non-retryable" in st["error"]["message"]
+
+
+def test_max_duration_times_out(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "slow",
+        {
+            "image": "busybox",
+            "command": ["sleep", "600"],
+            "timeouts": {"maxDuration": "2s"},
+            "retry": {"maxAttempts": 1},
+        },
+    )
+    run(c, namespace, "slow-1", "slow")
+    st = wait_phase(c, namespace, "slow-1", "TimedOut", "Failed")
+    assert st["phase"] == "TimedOut"
+    assert st["attempts"][0]["reason"] == "TimedOut"
+
+
+def test_cancel_stops_the_pod_and_frees_the_slot(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "one-at-a-time",
+        {
+            "image": "busybox",
+            "command": ["sleep", "600"],
+            "concurrency": {"limit": 1},
+        },
+    )
+    run(c, namespace, "first", "one-at-a-time")
+    wait_phase(c, namespace, "first", "Running")
+    run(c, namespace, "second", "one-at-a-time")
+    assert status(c, namespace, "second").get("phase") in (None, "Queued")
+    c.patch(
+        TaskRunResource,
+        "first",
+        {"spec": {"cancel": True}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    st = wait_phase(c, namespace, "first", "Canceled")
+    assert st["conditions"][0]["status"] == "False"
+
+    def first_pod_gone() -> bool:
+        return "first-a1" not in {p.metadata.name for p in _pods(cluster, namespace) if p.metadata}
+
+    wait_for(first_pod_gone, what="the canceled run's pod deleted")
+    wait_phase(c, namespace, "second", "Running")  # the freed slot admitted the next run
+
+
+def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(c, namespace, "long", {"image": "busybox", "command": ["sleep", "600"]})
+    uid = run(c, namespace, "doomed", "long")
+    wait_phase(c, namespace, "doomed", "Running")
+    meta = get_run(c, namespace, "doomed").metadata
+    assert meta is not None and FINALIZER in (meta.finalizers or [])
+    c.delete(TaskRunResource, "doomed", namespace=namespace)
+
+    def gone() -> bool:
+        try:
+            get_run(c, namespace, "doomed")
+        except ApiError as exc:
+            return exc.status.code == 404
+        return False
+
+    wait_for(gone, what="TaskRun deleted (finalizer released)")
+    wait_for(lambda: not _pods(cluster, namespace), what="pod removed")
+    with psycopg.connect(operator.dsn) as conn:
+        phase, reason, deleted = conn.execute(
+            "SELECT phase, reason, deleted_at IS NOT NULL FROM drover_runs WHERE id = %s", (uid,)
+        ).fetchone() or (None, None, None)
+        active = conn.execute(
+            "SELECT count(*) FROM drover_attempts WHERE run_id = %s AND active", (uid,)
+        ).fetchone()
+    assert (phase, reason, deleted) == ("Canceled", "Deleted", True)
+    assert active == (0,)
+
+
+def test_missing_task_is_named_and_nothing_runs(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    run(c, namespace, "early", "not-yet")
+
+    def named() -> dict[str, object] | None:
+        conditions = status(c, namespace, "early").get("conditions") or []
+        return conditions[0] if conditions and conditions[0]["reason"] == "TaskNotFound" else None
+
+    condition = wait_for(named, what="TaskNotFound condition")
+    assert 'Task "not-yet" not found' in str(condition["message"])
+    assert _pods(cluster, namespace) == []
+    task(c, namespace, "not-yet", {"image": "busybox", "command": ["true"]})
+    wait_phase(c, namespace, "early", "Succeeded")
+
+
+def test_a_200_character_name_gets_a_valid_pod(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(c, namespace, "t", {"image": "busybox", "command": ["true"]})
+    name = ("long-" * 40)[:199] + "x"
+    assert len(name) == 200
+    run(c, namespace, name, "t")
+    st = wait_phase(c, namespace, name, "Succeeded")
+    pod_name = st["attempts"][0]["podName"]
+    assert len(pod_name) <= 63 and pod_name.endswith("-a1")
+    [pod] = _pods(cluster, namespace)
+    assert pod.metadata is not None and pod.metadata.name == pod_name
+
+
+def test_pending_timeout_fails_with_the_reason(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "huge",
+        {
+            "image": "busybox",
+            "command": ["true"],
+            "resources": {"requests": {"cpu": "500"}},
+            "timeouts": {"pending": "2s"},
+            "retry": {"maxAttempts": 1},
+        },
+    )
+    task(
+        c,
+        namespace,
+        "needs-secret",
+        {
+            "image": "busybox",
+            "command": ["true"],
+            "timeouts": {"pending": "3s"},
+            "retry": {"maxAttempts": 1},
+            "env": [
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}
+            ],
+        },
+    )
+    run(c, namespace, "huge-1", "huge")
+    run(c, namespace, "secret-1", "needs-secret")
+    huge = wait_phase(c, namespace, "huge-1", "Failed")
+    assert huge["attempts"][0]["reason"] == "Unschedulable"
+    assert "Insufficient cpu" in huge["error"]["message"]
+    secret = wait_phase(c, namespace, "secret-1", "Failed")
+    assert secret["attempts"][0]["reason"] == "CreateContainerConfigError"
+    assert 'secret "absent" not found' in secret["error"]["message"]
+    wait_for(lambda: not _pods(cluster, namespace), what="pending pods removed")
+
+
+def test_delay_ttl_and_priority(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "serial",
+        {"image": "busybox", "command": ["sleep", "1"], "concurrency": {"limit": 1}},
+    )
+    run(c, namespace, "blocker", "serial")
+    wait_phase(c, namespace, "blocker", "Running")
+    run(c, namespace, "low", "serial", priority=-5)
+    run(c, namespace, "high", "serial", priority=5)
+    run(c, namespace, "impatient", "serial", ttl="1s")
+    run(c, namespace, "later", "serial", delay="4s")
+    results = {
+        n: wait_phase(c, namespace, n, "Succeeded", "Expired")
+        for n in ("low", "high", "impatient", "later")
+    }
+    assert results["impatient"]["phase"] == "Expired"
+    start = {n: parse_time(results[n]["startTime"]) for n in ("low", "high", "later")}
+    assert start["high"] < start["low"]
+    created = get_run(c, namespace, "later").metadata.creationTimestamp  # type: ignore[union-attr]
+    assert created is not None
+    assert (start["later"] - created).total_seconds() >= 4
+
+
+def test_invalid_payload_fails_without_running(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "typed",
+        {
+            "image": "busybox",
+            "command": ["true"],
+            "payloadSchema": {
+                "type": "object",
+                "required": ["customer"],
+                "properties": {"customer": {"type": "integer"}},
+            },
+        },
+    )
+    wait_for(lambda: c.get(TaskResource, "typed", namespace=namespace).status, what="Task status")
+    run(c, namespace, "ok", "typed", payload={"customer": 42})
+    run(c, namespace, "wrong", "typed", payload={"customer": "forty-two"})
+    assert wait_phase(c, namespace, "ok", "Succeeded")["phase"] == "Succeeded"
+    wrong = wait_phase(c, namespace, "wrong", "Failed")
+    assert wrong["error"]["type"] == "InvalidPayload"
+    assert "payload.customer" in wrong["error"]["message"]
+    assert wrong["attempt"] == 0
+
+
+def test_the_examples_run(cluster: E2ECluster, namespace: str, operator: OperatorProcess) -> None:
+    """What `make dev` shows: the example Tasks and runs, processed by the operator; the SDK
+    example imports `examples/tasks.py` through `python -m drover.runner`."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples"))
+    c = cluster.client
+    sdk = wait_phase(c, namespace, "sync-customer-tenant-42", "Succeeded", "Failed")
+    assert sdk["phase"] == "Succeeded", sdk
+    command = wait_phase(c, namespace, "resize-images-manual", "Succeeded", "Failed")
+    assert command["phase"] == "Succeeded", command
+    later = status(c, namespace, "sync-customer-tenant-7-later")
+    assert later.get("phase") == "Queued"  # delay: 10m

@@ -1,0 +1,236 @@
+"""Pure operator logic: pod names and manifests, outcomes, retry decisions, status, checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+from typing import Any
+
+from drover_operator.crd import TaskSpec
+from drover_operator.outcomes import Outcome, next_step, pending_reason, pod_outcome, started_at
+from drover_operator.pods import PodRequest, build_pod, label_value, pod_name
+from drover_operator.status import taskrun_status
+from drover_operator.validation import payload_problem, task_problem
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def spec(**fields: Any) -> TaskSpec:
+    return TaskSpec.model_validate({"image": "img", "command": ["true"], **fields})
+
+
+def test_pod_names_are_deterministic_and_short() -> None:
+    assert pod_name("nightly", "uid-1", 2) == "nightly-a2"
+    long = "x" * 200
+    first = pod_name(long, "uid-1", 1)
+    assert first == pod_name(long, "uid-1", 1)
+    assert len(first) <= 63 and first.endswith("-a1") and DNS_LABEL.match(first)
+    assert pod_name(long, "uid-2", 1) != first  # a recreated run never collides
+
+
+def test_label_values_are_valid_for_any_name() -> None:
+    assert label_value("short") == "short"
+    value = label_value("a." * 100)
+    assert len(value) <= 63 and re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)
+
+
+def test_pod_manifest_from_a_task() -> None:
+    task = spec(
+        command=["sh", "-c", "work"],
+        args=["x"],
+        env=[{"name": "A", "value": "1"}],
+        serviceAccountName="worker",
+        resources={"limits": {"cpu": "1"}},
+        timeouts={"maxDuration": "90s"},
+        podTemplate={
+            "metadata": {"labels": {"team": "shop"}},
+            "spec": {"nodeSelector": {"disk": "ssd"}},
+        },
+    )
+    pod = build_pod(PodRequest("ns", "run", "uid", "t", 2, 3, task, {"k": 1}))
+    meta, body = pod["metadata"], pod["spec"]
+    assert meta["name"] == "run-a2"
+    assert meta["labels"] == {
+        "team": "shop",
+        "drover.dev/task": "t",
+        "drover.dev/run": "run",
+        "drover.dev/run-uid": "uid",
+        "drover.dev/attempt": "2",
+    }
+    assert meta["ownerReferences"][0]["uid"] == "uid"
+    assert meta["ownerReferences"][0]["controller"] is True
+    assert body["restartPolicy"] == "Never" and body["activeDeadlineSeconds"] == 90
+    assert body["serviceAccountName"] == "worker"
+    assert body["automountServiceAccountToken"] is True
+    assert body["nodeSelector"] == {"disk": "ssd"}
+    [container] = body["containers"]
+    assert container["command"] == ["sh", "-c", "work"] and container["args"] == ["x"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["A"] == "1" and env["DROVER_ATTEMPT"] == "2" and env["DROVER_RUN_ID"] == "uid"
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+
+
+def test_sdk_task_pods_run_the_runner_without_api_access() -> None:
+    task = TaskSpec.model_validate({"image": "img", "entrypoint": "shop.tasks:sync"})
+    pod = build_pod(PodRequest("ns", "run", "uid", "t", 1, 3, task, {"id": 7}))
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "drover.runner"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DROVER_ENTRYPOINT"] == "shop.tasks:sync" and env["DROVER_PAYLOAD"] == '{"id": 7}'
+    assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def _pod(phase: str, **status: Any) -> dict[str, Any]:
+    return {"status": {"phase": phase, **status}}
+
+
+def _terminated(code: int, reason: str = "Error") -> dict[str, Any]:
+    return {
+        "containerStatuses": [
+            {
+                "name": "task",
+                "state": {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": reason,
+                        "startedAt": "2026-01-01T00:00:01Z",
+                    }
+                },
+            }
+        ]
+    }
+
+
+def test_pod_outcomes() -> None:
+    task = spec(retry={"nonRetryableExitCodes": [2]})
+    assert pod_outcome(_pod("Running"), task) is None
+    ok = pod_outcome(_pod("Succeeded"), task)
+    assert ok is not None and ok.state == "Succeeded"
+    failed = pod_outcome(_pod("Failed", **_terminated(1)), task)
+    assert failed == Outcome("Failed", "Error", "exit code 1", retryable=True, exit_code=1)
+    final = pod_outcome(_pod("Failed", **_terminated(2)), task)
+    assert final is not None and not final.retryable
+    timed = pod_outcome(_pod("Failed", reason="DeadlineExceeded"), task)
+    assert timed is not None and timed.state == "TimedOut"
+    assert started_at(_pod("Failed", **_terminated(1))) == dt.datetime(
+        2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC
+    )
+
+
+def test_pending_reasons_name_the_cause() -> None:
+    unschedulable = _pod(
+        "Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes: Insufficient cpu",
+            }
+        ],
+    )
+    assert pending_reason(unschedulable) == ("Unschedulable", "0/1 nodes: Insufficient cpu")
+    config = _pod(
+        "Pending",
+        containerStatuses=[
+            {
+                "name": "task",
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "x" not found',
+                    }
+                },
+            }
+        ],
+    )
+    assert pending_reason(config) == ("CreateContainerConfigError", 'secret "x" not found')
+    assert pending_reason(None)[0] == "PodMissing"
+
+
+def test_retry_policy_decides_the_next_step() -> None:
+    task = spec(
+        retry={
+            "maxAttempts": 3,
+            "minDelay": "2s",
+            "factor": 3,
+            "maxDelay": "10s",
+            "randomize": False,
+        }
+    )
+    failure = Outcome("Failed", "Error", "exit code 1", retryable=True, exit_code=1)
+    first = next_step(task, 1, failure, NOW)
+    assert first.phase == "Retrying" and first.retry_at == NOW + dt.timedelta(seconds=2)
+    second = next_step(task, 2, failure, NOW)
+    assert second.retry_at == NOW + dt.timedelta(seconds=6)
+    assert next_step(task, 3, failure, NOW).phase == "Failed"
+    timeout = Outcome("TimedOut", "TimedOut", "", retryable=True)
+    assert next_step(task, 3, timeout, NOW).phase == "TimedOut"
+    final = Outcome("Failed", "Error", "", retryable=False, exit_code=2)
+    assert next_step(task, 1, final, NOW).phase == "Failed"
+    jittered = spec(retry={"minDelay": "1s", "randomize": True})
+    at = next_step(jittered, 1, failure, NOW, random.Random(1)).retry_at
+    assert at is not None and 1 <= (at - NOW).total_seconds() < 2
+
+
+def _run(**fields: Any) -> dict[str, Any]:
+    base = {
+        "id": "u",
+        "namespace": "ns",
+        "name": "r",
+        "task": "t",
+        "generation": 1,
+        "phase": "Queued",
+        "attempt": 0,
+        "started_at": None,
+        "finished_at": None,
+        "eligible_at": None,
+        "error": None,
+        "output": None,
+        "reason": None,
+        "message": None,
+        "recorded_at": NOW,
+        "task_exists": True,
+        "task_invalid": None,
+    }
+    return {**base, **fields}
+
+
+def test_taskrun_status_conditions() -> None:
+    missing = taskrun_status(_run(task_exists=False), [], output_limit=10)
+    assert missing["conditions"][0]["reason"] == "TaskNotFound"
+    assert 'Task "t" not found in namespace "ns"' in missing["conditions"][0]["message"]
+    done = taskrun_status(
+        _run(phase="Succeeded", finished_at=NOW, output={"k": "v" * 50}), [], output_limit=10
+    )
+    assert done["conditions"][0]["status"] == "True"
+    assert done["outputTruncated"] is True and len(done["output"]) == 10
+    attempt = {
+        "number": 1,
+        "pod_name": "r-a1",
+        "state": "Failed",
+        "admitted_at": NOW,
+        "started_at": NOW,
+        "finished_at": NOW,
+        "exit_code": 1,
+        "reason": "Error",
+        "message": "exit code 1",
+    }
+    retrying = taskrun_status(
+        _run(phase="Retrying", attempt=1, eligible_at=NOW, reason="Error"),
+        [attempt],
+        output_limit=10,
+    )
+    assert retrying["nextAttemptTime"] and retrying["attempts"][0]["exitCode"] == 1
+
+
+def test_operator_side_checks() -> None:
+    assert task_problem(spec(schedule={"cron": "* * * * *", "timezone": "Mars/Olympus"}))
+    assert task_problem(spec(schedule={"cron": "61 * * * *"})) is not None
+    assert task_problem(spec(schedule={"cron": "*/5 * * * *", "timezone": "Europe/Berlin"})) is None
+    typed = spec(payloadSchema={"type": "object", "properties": {"n": {"type": "integer"}}})
+    assert payload_problem(typed, {"n": 1}) is None
+    problem = payload_problem(typed, {"n": "x"})
+    assert problem is not None and problem.startswith("payload.n:")
