@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help bootstrap binaries cluster-up cluster-down dev test test-unit test-e2e lint fmt crds bench clean
+.PHONY: help bootstrap binaries cluster-up cluster-down dev test test-unit test-e2e lint fmt crds openapi bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ fmt: bootstrap  ## Apply ruff's formatting and safe fixes
 
 crds: bootstrap  ## Generate crds/*.yaml from the pydantic models
 	$(PY) -m drover_operator.crd
+
+openapi: bootstrap  ## Generate docs/openapi.json from the run API's wire models
+	$(PY) -m drover_operator.api.openapi
+
+bench: binaries  ## Benchmarks against their peers (Kubernetes Jobs, DBOS); prints figures
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) -m bench.bench_operator
+	$(PY) -m bench.bench_steps
 
 clean: cluster-down  ## Remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) $(CLUSTER_DIR)

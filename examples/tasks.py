@@ -7,19 +7,48 @@ repository is the image, so the node agent's pods can import it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+from pydantic import BaseModel
+
+import drover
 
 log = logging.getLogger(__name__)
 
 
-def sync_customer(payload: dict[str, Any]) -> dict[str, Any]:
-    """Pretend to copy one customer's orders into a CRM."""
-    customer = payload["customerId"]
-    log.info("syncing customer %s (full=%s)", customer, payload.get("full", False))
-    return {"customerId": customer, "ordersCopied": 3}
+class SyncRequest(BaseModel):
+    customerId: str  # noqa: N815 - the payload's JSON field name
+    full: bool = False
 
 
-def nightly_report(payload: dict[str, Any] | None) -> dict[str, Any]:
+class Order(BaseModel):
+    id: str
+    total: float
+
+
+@drover.step
+def fetch_orders(customer_id: str, full: bool) -> list[Order]:
+    """Pretend to read the shop's orders (a retry gets the checkpointed list back)."""
+    log.info("fetching orders of %s (full=%s)", customer_id, full)
+    return [Order(id=f"{customer_id}-1", total=19.9), Order(id=f"{customer_id}-2", total=5.0)]
+
+
+@drover.step
+def push_to_crm(customer_id: str, orders: list[Order]) -> int:
+    """Pretend to write them into a CRM."""
+    log.info("pushing %d orders of %s", len(orders), customer_id)
+    return len(orders)
+
+
+def sync_customer(payload: SyncRequest) -> dict[str, object]:
+    """Copy one customer's orders into a CRM, in two durable steps."""
+    orders = fetch_orders(payload.customerId, payload.full)
+    copied = push_to_crm(payload.customerId, orders)
+    drover.current_run().set_metadata(ordersCopied=copied)
+    return {"customerId": payload.customerId, "ordersCopied": copied}
+
+
+def nightly_report(payload: dict[str, object] | None) -> dict[str, object]:
     """Pretend to build the nightly report."""
-    log.info("building the nightly report with %s", payload)
-    return {"rows": 42}
+    scheduled = drover.current_run().scheduled_time
+    log.info("building the nightly report for %s with %s", scheduled, payload)
+    return {"rows": 42, "for": scheduled.isoformat() if scheduled else None}

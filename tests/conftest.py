@@ -84,7 +84,7 @@ def wait_for(
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[E2ECluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
     # Not under pytest's tmp dir: that is private (0700) and Postgres runs as its own user.
     directory = Path(tempfile.mkdtemp(prefix="drover-test-cluster-"))
     directory.chmod(0o755)
@@ -96,7 +96,24 @@ def cluster() -> Iterator[E2ECluster]:
     finally:
         client.close()
         local.down()
+        if request.session.testsfailed:
+            _keep_logs(request, directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _keep_logs(request: pytest.FixtureRequest, directory: Path) -> None:
+    """After failures: copy the cluster's logs somewhere that outlives the run, and show the
+    node agent's last lines (CI prints nothing else of them)."""
+    target = Path(os.environ.get("DROVER_TEST_LOGS", "/tmp/drover-test-logs"))
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(directory / "logs", target)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    reporter.write_line(f"cluster logs kept in {target}")
+    for log in sorted(target.glob("node-agent-*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        reporter.write_line(f"--- {log.name} (last lines) ---\n" + "\n".join(tail))
 
 
 @pytest.fixture

@@ -39,6 +39,8 @@ class ClusterState:
     marker: str
     ports: dict[str, int]
     postgres_port: int
+    # Reserved for a locally started operator's HTTP API (DROVER_API_PORT in .cluster/env).
+    operator_api_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)  # node name -> agent pid
 
@@ -90,11 +92,17 @@ class LocalCluster:
     def env(self) -> dict[str, str]:
         """Environment for tools that talk to this cluster (kubectl, helm, the operator)."""
         path = ":".join(str(p) for p in [*self.binaries.directories, Path(sys.executable).parent])
+        assert self.state is not None
+        api_port = str(self.state.operator_api_port)
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "PATH_PREPEND": path,
             "DROVER_DATABASE_URL": self.postgres.dsn,
             "DROVER_LOCALCLUSTER_DIR": str(self.directory),
+            # What `drover-operator run` needs here: its API on loopback, where pods reach it.
+            "DROVER_API_HOST": "127.0.0.1",
+            "DROVER_API_PORT": api_port,
+            "DROVER_API_URL": f"http://127.0.0.1:{api_port}",
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -119,6 +127,7 @@ class LocalCluster:
                 "scheduler": free_port(),
             },
             postgres_port=free_port(),
+            operator_api_port=free_port(),
         )
         self._save()
         try:

@@ -13,13 +13,17 @@ import kopf
 from pydantic import ValidationError
 
 from drover_operator import handlers
+from drover_operator.api.app import serve
 from drover_operator.converge import Converger
 from drover_operator.engine import Engine
+from drover_operator.history import HistoryCleaner
 from drover_operator.kube import make_client
+from drover_operator.scheduler import Scheduler
 from drover_operator.settings import Settings
 from drover_operator.store.db import open_pool
 from drover_operator.store.migrate import migrate
 from drover_operator.store.runs import Store
+from drover_operator.tokens import signing_key
 
 log = logging.getLogger("drover_operator")
 
@@ -69,28 +73,42 @@ async def run(settings: Settings) -> None:
         log.info("applied database migrations %s", applied)
     pool = await open_pool(settings.database_url, settings.database_pool_size)
     client = make_client()
-    store = Store(pool)
+    store = Store(pool, await signing_key(pool))
+    # The API is served by every replica, whether or not its kopf handlers are active.
+    api = await serve(store, client, settings.api_host, settings.api_port)
     engine = Engine(settings, store, Converger(settings, store, client))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     assert handlers  # registered on import
-    operator = asyncio.create_task(
-        kopf.operator(
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            standalone=settings.standalone,
-            # Naming a peering makes it mandatory in kopf, so only name it when peering.
-            peering_name=None if settings.standalone else settings.peering,
-            memo=kopf.Memo(engine=engine),
-            stop_flag=stop,
-        )
-    )
+
+    async def handlers_then_stop() -> None:
+        # kopf takes over SIGTERM/SIGINT; when it stops, everything else stops with it.
+        try:
+            await kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=settings.standalone,
+                # Naming a peering makes it mandatory in kopf, so only name it when peering.
+                peering_name=None if settings.standalone else settings.peering,
+                memo=kopf.Memo(engine=engine),
+                stop_flag=stop,
+            )
+        finally:
+            stop.set()
+
+    operator = asyncio.create_task(handlers_then_stop())
     try:
-        await asyncio.gather(operator, engine.run(stop))
+        await asyncio.gather(
+            operator,
+            engine.run(stop),
+            Scheduler(settings, store, client).run(stop),
+            HistoryCleaner(settings, store, client).run(stop),
+        )
     finally:
         stop.set()
+        await api.cleanup()
         await client.close()
         await pool.close()
 

@@ -9,18 +9,18 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, codecs
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Pod
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from drover_operator.crd import API_VERSION, TaskSpec
+from drover_operator.crd import TaskSpec
+from drover_operator.events import post_event
 from drover_operator.kube import FINALIZER, TaskResource, TaskRunResource
-from drover_operator.pods import LABEL_RUN_UID, PodRequest, build_pod
+from drover_operator.pods import LABEL_RUN_UID, PodRequest, build_pod, token_secret
 from drover_operator.settings import Settings
 from drover_operator.status import task_status, taskrun_status
 from drover_operator.store import queries as q
 from drover_operator.store.runs import Store
+from drover_operator.tokens import attempt_token
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +33,30 @@ class Converger:
         self.settings = settings
         self.store = store
         self.client = client
+        # What each Task's status was last set to, and since when its Ready condition has
+        # had its current status (so lastTransitionTime moves only when that changes).
         self._task_status_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self._ready_since: dict[tuple[str, str], str] = {}
 
     # -- pods -------------------------------------------------------------------------------
 
     async def create_pods(self) -> None:
         for row in await self.store.fetch(q.PODS_TO_CREATE, (_BATCH,)):
             task = TaskSpec.model_validate(row["task_spec"])
-            manifest = build_pod(
-                PodRequest(
-                    namespace=row["namespace"],
-                    run_name=row["name"],
-                    run_uid=str(row["run_id"]),
-                    task_name=row["task"],
-                    attempt=row["number"],
-                    max_attempts=task.retry.max_attempts,
-                    task=task,
-                    payload=row["payload"],
-                )
+            request = PodRequest(
+                namespace=row["namespace"],
+                run_name=row["name"],
+                run_uid=str(row["run_id"]),
+                task_name=row["task"],
+                attempt=row["number"],
+                max_attempts=task.retry.max_attempts,
+                task=task,
+                api_url=self.settings.pod_api_url,
             )
             try:
-                await self.client.create(codecs.from_dict(manifest))
+                if task.entrypoint:
+                    await self._write_token_secret(request)
+                await self.client.create(codecs.from_dict(build_pod(request)))
             except ApiError as exc:
                 if exc.status.code != 409 or not await self._adoptable(row):
                     log.warning(
@@ -67,6 +70,13 @@ class Converger:
                 log.warning("creating pod %s: %s", row["pod_name"], exc)
                 continue
             await self.store.pod_created(str(row["run_id"]), row["number"])
+
+    async def _write_token_secret(self, request: PodRequest) -> None:
+        """Create or overwrite the attempt's token Secret (tokens are derived: idempotent)."""
+        assert self.store.signing_key is not None
+        token = attempt_token(self.store.signing_key, request.run_uid, request.attempt)
+        secret = codecs.from_dict(token_secret(request, token))
+        await self.client.apply(secret, force=True)
 
     async def _adoptable(self, row: dict[str, Any]) -> bool:
         """AlreadyExists: ours if it belongs to this run (a crash between deciding and
@@ -88,7 +98,15 @@ class Converger:
     async def kill_pods(self) -> None:
         for row in await self.store.fetch(q.PODS_TO_KILL, (_BATCH,)):
             try:
-                await self.client.delete(Pod, row["pod_name"], namespace=row["namespace"])
+                pod = await self.get_pod(row["namespace"], row["pod_name"])
+                labels = (pod or {}).get("metadata", {}).get("labels") or {}
+                if pod is None or labels.get(LABEL_RUN_UID) != str(row["run_id"]):
+                    # Gone, or a same-named pod of a newer TaskRun: not ours to stop.
+                    await self.store.execute(q.KILLED, (row["run_id"], row["number"]))
+                    continue
+                await self.client.delete(
+                    Pod, row["pod_name"], namespace=row["namespace"], grace_period=row["kill_grace"]
+                )
             except ApiError as exc:
                 if exc.status.code != 404:
                     log.warning("stopping pod %s: %s", row["pod_name"], exc.status.message)
@@ -136,39 +154,22 @@ class Converger:
         )
 
     async def post_events(self) -> None:
-        rows = await self.store.fetch(q.UNPOSTED_EVENTS, (_BATCH,))
         posted = []
-        for row in rows:
-            event = Event(
-                metadata=ObjectMeta(
-                    name=f"{row['name'][:200]}.{row['id']:x}", namespace=row["namespace"]
-                ),
-                involvedObject=ObjectReference(
-                    apiVersion=API_VERSION,
-                    kind="TaskRun",
-                    name=row["name"],
-                    namespace=row["namespace"],
-                    uid=str(row["run_id"]),
-                ),
+        for row in await self.store.fetch(q.UNPOSTED_EVENTS, (_BATCH,)):
+            if await post_event(
+                self.client,
+                kind="TaskRun",
+                name=row["name"],
+                namespace=row["namespace"],
+                uid=str(row["run_id"]),
+                # The run's UID in the name: ids restart with a new database, UIDs never repeat.
+                event_name=f"{row['name'][:200]}.{str(row['run_id'])[:8]}{row['id']:x}",
                 type=row["type"],
                 reason=row["reason"],
-                message=row["message"][:1024],
-                firstTimestamp=row["at"],
-                lastTimestamp=row["at"],
-                count=1,
-                source=EventSource(component="drover-operator"),
-                reportingComponent="drover.dev/operator",
-                reportingInstance="drover-operator",
-            )
-            try:
-                await self.client.create(event)
-            except ApiError as exc:
-                if exc.status.code not in (404, 409, 403):  # namespace gone, or a duplicate
-                    log.warning("posting event: %s", exc.status.message)
-                    continue
-            except httpx2.HTTPError:
-                continue
-            posted.append(row["id"])
+                message=row["message"],
+                at=row["at"],
+            ):
+                posted.append(row["id"])
         if posted:
             await self.store.execute(q.MARK_POSTED, (posted,))
 
@@ -209,15 +210,19 @@ class Converger:
         for counts in await self.store.fetch(q.TASK_COUNTS):
             key = (counts["namespace"], counts["name"])
             status = task_status(counts)
-            if self._task_status_cache.get(key) == status:
+            previous = self._task_status_cache.get(key)
+            if previous == status:
                 continue
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            body = {
-                "status": {
-                    **status,
-                    "conditions": [{**c, "lastTransitionTime": now} for c in status["conditions"]],
-                }
-            }
+            ready = status["conditions"][0]
+            unchanged = (
+                previous is not None and previous["conditions"][0]["status"] == ready["status"]
+            )
+            if not unchanged:
+                self._ready_since[key] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            since = self._ready_since.get(key) or dt.datetime.now(dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+            body = {"status": {**status, "conditions": [{**ready, "lastTransitionTime": since}]}}
             try:
                 await self.client.patch(
                     TaskResource.Status, key[1], body, namespace=key[0], patch_type=PatchType.MERGE

@@ -28,6 +28,8 @@ from drover_operator.validation import payload_problem, task_problem
 log = logging.getLogger(__name__)
 
 _BATCH = 200
+# Set by the scheduler on the runs it creates: the tick the run is for.
+ANNOTATION_SCHEDULED = "drover.dev/scheduled-time"
 
 
 def _time(value: str | None) -> dt.datetime | None:
@@ -130,6 +132,7 @@ class Engine:
                 tags=spec.tags,
                 eligible_at=eligible,
                 expires_at=created + parse_duration(spec.ttl) if spec.ttl else None,
+                scheduled_at=_time((meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED)),
                 failed=failed,
             )
         )
@@ -212,6 +215,7 @@ class Engine:
                 log.debug("admitted %d runs of %s/%s", len(admitted), *queue.values())
         await self.converge.create_pods()
         await self._enforce_deadlines()
+        await self._detect_stalls()
         await self._enforce_pending()
         await self.converge.kill_pods()
         await self.converge.push_statuses()
@@ -224,6 +228,18 @@ class Engine:
                 "TimedOut", "TimedOut", "attempt exceeded its maxDuration", retryable=True
             )
             await self.store.finish_attempt(str(row["run_id"]), row["number"], outcome, kill=True)
+
+    async def _detect_stalls(self) -> None:
+        """SDK attempts whose last heartbeat (by Postgres' clock) is older than the Task's
+        `timeouts.heartbeat`: frozen or lost with their node. Their slot is released and the
+        attempt failed (retryable) in one transaction; the pod is then removed at once."""
+        for row in await self.store.fetch(q.DUE_STALLS, (_BATCH,)):
+            outcome = Outcome(
+                "Lost", "Stalled", f"no heartbeat for {float(row['timeout']):g}s", retryable=True
+            )
+            await self.store.finish_attempt(
+                str(row["run_id"]), row["number"], outcome, kill=True, kill_grace=0
+            )
 
     async def _enforce_pending(self) -> None:
         for row in await self.store.fetch(q.DUE_PENDING, (_BATCH,)):

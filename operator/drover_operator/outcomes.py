@@ -14,6 +14,9 @@ from drover_operator.crd import TaskSpec, parse_duration
 from drover_operator.pods import CONTAINER
 
 FINISHED = ("Succeeded", "Failed", "Canceled", "TimedOut", "Expired")
+# `drover.runner` exits 3 when the run must not be retried (AbortRun, non-determinism, a bad
+# payload); it normally reports that through the API first, this covers an unreachable API.
+RUNNER_EXIT_FINAL = 3
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class Outcome:
     message: str
     retryable: bool
     exit_code: int | None = None
+    # Reported by the SDK runner through the API.
+    output: Any = None
+    traceback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ def pod_outcome(pod: dict[str, Any], task: TaskSpec) -> Outcome | None:
         reason = status.get("reason") or "PodFailed"
         return Outcome("Lost", reason, status.get("message") or "the pod failed", retryable=True)
     non_retryable = set(task.retry.non_retryable_exit_codes or [])
+    if task.entrypoint:
+        non_retryable.add(RUNNER_EXIT_FINAL)
     message = terminated.get("message") or f"exit code {code}"
     if code in non_retryable:
         message = f"exit code {code} is non-retryable"

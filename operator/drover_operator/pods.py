@@ -7,7 +7,6 @@ crash finds the same pod ("AlreadyExists means adopt").
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ LABEL_ATTEMPT = "drover.dev/attempt"
 ANNOTATION_RUN = "drover.dev/run-name"
 ANNOTATION_TASK = "drover.dev/task-name"
 CONTAINER = "task"
+TOKEN_KEY = "token"
 RUNNER_COMMAND = ["python", "-m", "drover.runner"]
 
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -59,7 +59,7 @@ class PodRequest:
     attempt: int
     max_attempts: int
     task: TaskSpec
-    payload: Any
+    api_url: str = ""
 
 
 def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
@@ -71,10 +71,54 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
         "DROVER_ATTEMPT": str(req.attempt),
         "DROVER_MAX_ATTEMPTS": str(req.max_attempts),
     }
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if req.task.entrypoint:
-        values["DROVER_ENTRYPOINT"] = req.task.entrypoint
-        values["DROVER_PAYLOAD"] = json.dumps(req.payload)
-    return [{"name": k, "value": v} for k, v in values.items()]
+        env += [
+            {"name": "DROVER_ENTRYPOINT", "value": req.task.entrypoint},
+            {"name": "DROVER_API_URL", "value": req.api_url},
+            {
+                "name": "DROVER_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": token_secret_name(pod_name(req.run_name, req.run_uid, req.attempt)),
+                        "key": TOKEN_KEY,
+                    }
+                },
+            },
+        ]
+    return env
+
+
+def token_secret_name(pod: str) -> str:
+    """The Secret holding an attempt's API token: `<pod>-token`."""
+    return f"{pod}-token"
+
+
+def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
+    name = pod_name(req.run_name, req.run_uid, req.attempt)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": token_secret_name(name),
+            "namespace": req.namespace,
+            "labels": {LABEL_RUN_UID: req.run_uid, LABEL_ATTEMPT: str(req.attempt)},
+            "ownerReferences": [_owner(req)],
+        },
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def _owner(req: PodRequest) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TaskRun",
+        "name": req.run_name,
+        "uid": req.run_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def build_pod(req: PodRequest) -> dict[str, Any]:
@@ -133,16 +177,7 @@ def build_pod(req: PodRequest) -> dict[str, Any]:
             "namespace": req.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "TaskRun",
-                    "name": req.run_name,
-                    "uid": req.run_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [_owner(req)],
         },
         "spec": spec,
     }

@@ -12,6 +12,11 @@
 | `DROVER_OUTPUT_LIMIT_BYTES` | 4096 | `status.output` is cut past this (full in Postgres) |
 | `DROVER_DEFAULT_PENDING_TIMEOUT` | `10m` | `timeouts.pending` when a Task sets none |
 | `DROVER_LOG_LEVEL` | `INFO` | operator log level |
+| `DROVER_API_HOST` | `0.0.0.0` | where the HTTP API (run API, metrics, probes) listens |
+| `DROVER_API_PORT` | 8080 | its port |
+| `DROVER_API_URL` | `http://127.0.0.1:<port>` | the API's URL as task pods reach it |
+| `DROVER_POD_RETENTION` | `5m` | pods of finished runs are deleted this long after the run ends |
+| `DROVER_HISTORY_RETENTION` | `720h` | records of deleted TaskRuns are purged after; `0s`: never |
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ class Settings(BaseSettings):
     output_limit_bytes: int = Field(default=4096, ge=0, le=262_144)
     default_pending_timeout: str = "10m"
     log_level: str = "INFO"
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_url: str | None = None
+    pod_retention: str = "5m"
+    history_retention: str = "720h"
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -44,6 +54,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("pod_retention", "history_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def pod_api_url(self) -> str:
+        return self.api_url or f"http://127.0.0.1:{self.api_port}"
 
     @property
     def pending_timeout(self) -> timedelta:

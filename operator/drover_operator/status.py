@@ -84,8 +84,13 @@ def taskrun_status(
         "startTime": _ts(run["started_at"]),
         "completionTime": _ts(run["finished_at"]),
         "nextAttemptTime": _ts(run["eligible_at"]) if run["phase"] == "Retrying" else None,
-        "error": run["error"],
+        # The traceback stays in Postgres and the API; status carries the summary.
+        "error": {k: v for k, v in run["error"].items() if k != "traceback"}
+        if run["error"]
+        else None,
     }
+    if run.get("metadata"):
+        status["metadata"] = run["metadata"]
     if run["output"] is not None:
         encoded = json.dumps(run["output"])
         if len(encoded) > output_limit:
@@ -98,7 +103,10 @@ def taskrun_status(
 
 
 def task_status(counts: dict[str, Any]) -> dict[str, Any]:
-    invalid = counts["invalid"]
+    """Task status without the condition's lastTransitionTime (the caller keeps that, since
+    it changes only when the condition's status does)."""
+    # A bad schedule makes the Task not Ready, though runs created directly still start.
+    invalid = counts["invalid"] or counts.get("schedule_problem")
     ready = _condition(
         "Ready",
         "False" if invalid else "True",
@@ -106,6 +114,7 @@ def task_status(counts: dict[str, Any]) -> dict[str, Any]:
         invalid or "the Task is valid and runs are admitted",
         counts["generation"],
     )
+    del ready["lastTransitionTime"]
     return {
         "observedGeneration": counts["generation"],
         "active": counts["active"],

@@ -1,20 +1,20 @@
-"""Checks a CRD schema cannot make: payloadSchema is a JSON Schema, payloads satisfy it,
-cron expressions and time zones exist. Results surface in conditions, not at apply time."""
+"""Checks a CRD schema cannot make: payloadSchema is a JSON Schema, payloads satisfy it.
+Results surface in conditions, not at apply time. Cron expressions and time zones are
+checked by the scheduler (`schedules.CronSchedule.parse`): a bad schedule stops only the
+scheduled runs, so it is not a problem here."""
 
 from __future__ import annotations
 
-import zoneinfo
 from typing import Any
 
 import jsonschema
-from croniter import croniter
 from jsonschema.exceptions import best_match
 
 from drover_operator.crd import TaskSpec
 
 
 def task_problem(spec: TaskSpec) -> str | None:
-    """Why a Task cannot run (`Reason: message`), or None when it can."""
+    """Why no run of a Task can start (`Reason: message`), or None when they can."""
     if spec.payload_schema is not None:
         try:
             jsonschema.validators.validator_for(spec.payload_schema).check_schema(
@@ -22,13 +22,6 @@ def task_problem(spec: TaskSpec) -> str | None:
             )
         except jsonschema.SchemaError as exc:
             return f"InvalidPayloadSchema: spec.payloadSchema is not a JSON Schema: {exc.message}"
-    if spec.schedule is not None:
-        try:
-            zoneinfo.ZoneInfo(spec.schedule.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            return f"InvalidTimezone: spec.schedule.timezone {spec.schedule.timezone!r} is unknown"
-        if not croniter.is_valid(spec.schedule.cron):
-            return f"InvalidSchedule: spec.schedule.cron {spec.schedule.cron!r} is not valid cron"
     return None
 
 

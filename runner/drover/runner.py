@@ -1,10 +1,13 @@
-"""`python -m drover.runner`: run a Task's `entrypoint` inside a task pod.
+"""`python -m drover.runner` (console script `drover-runner`): run a Task's `entrypoint` in a
+task pod.
 
-The operator starts every SDK task's pod with this module and tells it what to run through
-the environment: `DROVER_ENTRYPOINT` (`module:function`) and `DROVER_PAYLOAD` (JSON). The
-function is called with the payload (or with no argument if it takes none); sync and async
-functions both work. Exit code 0 means success; an exception fails the attempt (exit 1),
-and the operator retries it per the Task's policy.
+The operator starts SDK task pods with this module and the environment it needs:
+`DROVER_API_URL`, `DROVER_RUN_ID`, `DROVER_ATTEMPT`, `DROVER_TOKEN` (the attempt's credential,
+from a Secret) and `DROVER_ENTRYPOINT` (`module:function`). The runner fetches the run's
+context (payload, completed steps), calls the function with the payload — parsed into the
+parameter's annotation when that is a pydantic model or dataclass — and reports the result
+or the error. Exit codes: 0 done; 1 failed (retried per the Task's policy); 3 failed for good
+(AbortRun, non-determinism, bad payload); 64 misconfigured.
 """
 
 from __future__ import annotations
@@ -12,17 +15,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
 import logging
 import os
 import sys
 import traceback
+import typing
 from collections.abc import Callable
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+
+from drover._client import RunApi
+from drover._state import AttemptState, LogShipper
+from drover._wire import Completion, Failure, RunContext
+from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled
 
 log = logging.getLogger("drover.runner")
 
 EXIT_FAILED = 1
+EXIT_FINAL = 3
 EXIT_USAGE = 64
 
 
@@ -36,35 +48,120 @@ def load(entrypoint: str) -> Callable[..., Any]:
     function = getattr(importlib.import_module(module_name), function_name)
     if not callable(function):
         raise TypeError(f"entrypoint {entrypoint!r} is not callable")
-    return function  # type: ignore[no-any-return]
+    return typing.cast(Callable[..., Any], function)
 
 
-def call(function: Callable[..., Any], payload: Any) -> Any:
-    takes_argument = bool(inspect.signature(function).parameters)
-    result = function(payload) if takes_argument else function()
+def arguments(function: Callable[..., Any], payload: Any) -> list[Any]:
+    """The payload as the function's first parameter, validated against its annotation."""
+    parameters = list(inspect.signature(function).parameters.values())
+    if not parameters:
+        return []
+    hints = typing.get_type_hints(function)
+    annotation = hints.get(parameters[0].name)
+    if annotation is None or annotation is Any:
+        return [payload]
+    return [TypeAdapter(annotation).validate_python(payload)]
+
+
+def _payload_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"payload{'.' + where if where else ''}: {first['msg']}"
+
+
+def run_entrypoint(function: Callable[..., Any], args: list[Any]) -> Any:
+    result = function(*args)
     if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
+        awaitable = result
+
+        async def wait() -> Any:
+            return await awaitable
+
+        result = asyncio.run(wait())
     return result
 
 
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+def _report(state: AttemptState, failure: Failure) -> None:
+    state.flush_logs()
+    try:
+        state.api.call("POST", "/fail", failure)
+    except ApiError as exc:
+        log.error("could not report the failure: %s", exc)
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    entrypoint = os.environ.get("DROVER_ENTRYPOINT")
-    if not entrypoint:
-        print("drover.runner: DROVER_ENTRYPOINT is not set", file=sys.stderr)
+    env = {
+        k: os.environ.get(k, "")
+        for k in ("DROVER_API_URL", "DROVER_RUN_ID", "DROVER_TOKEN", "DROVER_ENTRYPOINT")
+    }
+    missing = [k for k, v in env.items() if not v]
+    if missing:
+        print(f"drover-runner: missing environment: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
+    api = RunApi(env["DROVER_API_URL"], env["DROVER_RUN_ID"], env["DROVER_TOKEN"])
     try:
-        payload = json.loads(os.environ.get("DROVER_PAYLOAD") or "null")
-        result = call(load(entrypoint), payload)
-    except Exception:
-        traceback.print_exc()
+        context = RunContext.model_validate(api.call("GET", "/context"))
+    except ApiError as exc:
+        print(f"drover-runner: {exc}", file=sys.stderr)
+        return EXIT_FINAL if exc.status == 409 else EXIT_FAILED
+    shipper = LogShipper(api)
+    state = AttemptState(api, context, shipper)
+    logging.getLogger().addHandler(shipper)
+    state.activate()
+    try:
+        return _run(state, env["DROVER_ENTRYPOINT"])
+    finally:
+        state.stop()
+        shipper.close()
+
+
+def _run(state: AttemptState, entrypoint: str) -> int:
+    try:
+        function = load(entrypoint)
+        args = arguments(function, state.context.payload)
+    except ValidationError as exc:
+        _report(
+            state, Failure(type="InvalidPayload", message=_payload_problem(exc), retryable=False)
+        )
+        return EXIT_FINAL
+    except Exception as exc:
+        _report(
+            state,
+            Failure(
+                type=type(exc).__name__,
+                message=str(exc),
+                traceback=traceback.format_exc(),
+                retryable=False,
+            ),
+        )
+        return EXIT_FINAL
+    try:
+        result = run_entrypoint(function, args)
+        state.flush_logs()
+        state.api.call("POST", "/complete", Completion(output=to_jsonable_python(result)))
+        return 0
+    except AbortRun as exc:
+        _report(state, Failure(type="AbortRun", message=exc.message, retryable=False))
+        return EXIT_FINAL
+    except NonDeterminismError as exc:
+        _report(state, Failure(type="NonDeterminismError", message=str(exc), retryable=False))
+        return EXIT_FINAL
+    except RunCanceled as exc:
+        log.warning("stopping: %s", exc)
         return EXIT_FAILED
-    log.info("run finished: %s", json.dumps(result, default=str)[:2000])
-    return 0
+    except Exception as exc:
+        log.exception("the task failed")
+        _report(
+            state,
+            Failure(
+                type=type(exc).__name__,
+                message=str(exc)[:32768],
+                traceback=traceback.format_exc()[-65536:],
+                retryable=True,
+            ),
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

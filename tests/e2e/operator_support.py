@@ -14,6 +14,7 @@ from lightkube import ApiError, Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.meta_v1 import ObjectMeta
 
+from drover_localcluster.processes import free_port
 from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import E2ECluster, wait_for
 
@@ -26,9 +27,21 @@ class OperatorProcess:
     def __init__(self, cluster: E2ECluster, namespace: str, dsn: str, log: Path) -> None:
         self.cluster, self.namespace, self.dsn, self.log = cluster, namespace, dsn, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.api_port = free_port()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     def start(self, *extra: str) -> OperatorProcess:
-        env = {**self.cluster.env, "DROVER_DATABASE_URL": self.dsn, "DROVER_TICK_SECONDS": "0.5"}
+        env = {
+            **self.cluster.env,
+            "DROVER_DATABASE_URL": self.dsn,
+            "DROVER_TICK_SECONDS": "0.5",
+            "DROVER_API_HOST": "127.0.0.1",
+            "DROVER_API_PORT": str(self.api_port),
+            "DROVER_API_URL": self.api_url,
+        }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [

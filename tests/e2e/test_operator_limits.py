@@ -88,6 +88,7 @@ def test_two_operators_at_once_never_overshoot(
         statuses = wait_all(cluster.client, namespace, names, "Succeeded", "Failed")
     finally:
         second.stop()
+        print(f"--- second operator's log ---\n{second.log_tail()}")
     _assert_each_ran_once(cluster, namespace, statuses)
     assert max_overlap(list(statuses.values())) <= 3
 

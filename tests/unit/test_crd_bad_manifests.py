@@ -160,6 +160,7 @@ BAD_MANIFESTS: list[BadManifest] = [
     B("cron-missing", task({"schedule": {"timezone": "UTC"}}), "spec.schedule.cron"),
     B("cron-prose", task({"schedule": {"cron": "every hour"}}), "spec.schedule.cron"),
     B("cron-empty", task({"schedule": {"cron": ""}}), "spec.schedule.cron"),
+    B("cron-eight-fields", task({"schedule": {"cron": "0 * * * * * * *"}}), "spec.schedule.cron"),
     B(
         "concurrency-policy-enum",
         task({"schedule": {"cron": "@hourly", "concurrencyPolicy": "Skip"}}),

@@ -9,7 +9,7 @@ from typing import Any
 
 from drover_operator.crd import TaskSpec
 from drover_operator.outcomes import Outcome, next_step, pending_reason, pod_outcome, started_at
-from drover_operator.pods import PodRequest, build_pod, label_value, pod_name
+from drover_operator.pods import PodRequest, build_pod, label_value, pod_name, token_secret
 from drover_operator.status import taskrun_status
 from drover_operator.validation import payload_problem, task_problem
 
@@ -49,7 +49,7 @@ def test_pod_manifest_from_a_task() -> None:
             "spec": {"nodeSelector": {"disk": "ssd"}},
         },
     )
-    pod = build_pod(PodRequest("ns", "run", "uid", "t", 2, 3, task, {"k": 1}))
+    pod = build_pod(PodRequest("ns", "run", "uid", "t", 2, 3, task))
     meta, body = pod["metadata"], pod["spec"]
     assert meta["name"] == "run-a2"
     assert meta["labels"] == {
@@ -74,11 +74,19 @@ def test_pod_manifest_from_a_task() -> None:
 
 def test_sdk_task_pods_run_the_runner_without_api_access() -> None:
     task = TaskSpec.model_validate({"image": "img", "entrypoint": "shop.tasks:sync"})
-    pod = build_pod(PodRequest("ns", "run", "uid", "t", 1, 3, task, {"id": 7}))
+    request = PodRequest("ns", "run", "uid", "t", 1, 3, task, api_url="http://api:8080")
+    pod = build_pod(request)
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "drover.runner"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["DROVER_ENTRYPOINT"] == "shop.tasks:sync" and env["DROVER_PAYLOAD"] == '{"id": 7}'
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DROVER_ENTRYPOINT"]["value"] == "shop.tasks:sync"
+    assert env["DROVER_API_URL"]["value"] == "http://api:8080"
+    # The attempt's credential comes from its own Secret, never inline.
+    secret_ref = env["DROVER_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert secret_ref == {"name": "run-a1-token", "key": "token"}
+    secret = token_secret(request, "tok")
+    assert secret["metadata"]["name"] == "run-a1-token"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid"
     assert pod["spec"]["automountServiceAccountToken"] is False
 
 
@@ -227,9 +235,10 @@ def test_taskrun_status_conditions() -> None:
 
 
 def test_operator_side_checks() -> None:
-    assert task_problem(spec(schedule={"cron": "* * * * *", "timezone": "Mars/Olympus"}))
-    assert task_problem(spec(schedule={"cron": "61 * * * *"})) is not None
-    assert task_problem(spec(schedule={"cron": "*/5 * * * *", "timezone": "Europe/Berlin"})) is None
+    # A bad schedule stops only scheduled runs (tests/unit/test_schedules.py): runs created
+    # directly still start, so it is no problem of the Task's.
+    assert task_problem(spec(schedule={"cron": "* * * * *", "timezone": "Mars/Olympus"})) is None
+    assert task_problem(spec(payloadSchema={"type": "nonsense"})) is not None
     typed = spec(payloadSchema={"type": "object", "properties": {"n": {"type": "integer"}}})
     assert payload_problem(typed, {"n": 1}) is None
     problem = payload_problem(typed, {"n": "x"})

@@ -305,6 +305,11 @@ class NodeAgent:
             except (ApiError, httpx.HTTPError, ObjectDeleted) as exc:
                 log.warning("pod watch interrupted (%s); resuming", exc)
                 await asyncio.sleep(1)
+            except Exception:
+                # Anything else is a bug, but a node that stops watching its pods hangs every
+                # pod on it: log it loudly and watch again.
+                log.exception("pod watch failed; resuming")
+                await asyncio.sleep(1)
 
     def _dispatch(self, change: str, pod: Pod) -> None:
         assert pod.metadata is not None

@@ -20,8 +20,9 @@ from drover_operator.crd.podspec import EnvFromSource, EnvVar, PodTemplate, Reso
 #: `package.module:function` (attribute paths such as `module:Class.method` are allowed).
 _DOTTED_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 ENTRYPOINT_PATTERN = f"^{_DOTTED_NAME}:{_DOTTED_NAME}$"
-#: Five to seven whitespace-separated fields, or a `@hourly`-style macro. Real parsing
-#: (ranges, steps, names) happens in the operator with croniter; this catches prose/typos.
+#: Five to seven whitespace-separated fields (six: seconds first; seven: and a year last), or
+#: a `@hourly`-style macro. Real parsing (ranges, steps, names) happens in the operator with
+#: croniter; this catches prose/typos.
 CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
     r"|[^\s]+([ \t]+[^\s]+){4,6})$"
@@ -142,8 +143,8 @@ class Schedule(CRDModel):
     """Create a TaskRun on a cron schedule."""
 
     cron: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CRON_PATTERN)]
-    """Standard cron expression (`0 * * * *`) or macro (`@hourly`); 6/7 fields add seconds
-    and years. Evaluated in `timezone`."""
+    """Standard cron expression (`0 * * * *`) or macro (`@hourly`); six fields put seconds
+    first (`*/10 * * * * *`), a seventh is the year. Evaluated in `timezone`."""
     timezone: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=TIMEZONE_PATTERN)
     ] = "UTC"
@@ -155,7 +156,8 @@ class Schedule(CRDModel):
     """A tick missed by more than this (e.g. operator down) is skipped. Unset = always
     catch up with (only) the most recent missed tick."""
     suspend: bool = False
-    """Pause the schedule without deleting it; runs already created are unaffected."""
+    """Pause the schedule without deleting it; runs already created are unaffected, and
+    ticks while suspended are not caught up."""
     payload: JSONValue = None
     """Payload of every scheduled run (any JSON)."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from drover_operator.crd.base import CEL, CRDModel, JSONValue, immutable, rules
+from drover_operator.crd.base import CEL, CRDModel, JSONObject, JSONValue, immutable, rules
 from drover_operator.crd.common import ConditionList, ObjectName
 from drover_operator.crd.durations import Duration, PositiveDuration
 
@@ -196,6 +196,8 @@ class TaskRunStatus(CRDModel):
     """Return value of an SDK task (JSON, truncated; the full value is in the store)."""
     output_truncated: bool | None = None
     """True if `output` was too large and is only available through Drover's API."""
+    metadata: JSONObject | None = None
+    """Metadata the task set through the SDK (`drover.current_run().set_metadata(...)`)."""
     error: RunError | None = None
     """Set when the run failed."""
     steps: StepProgress | None = None

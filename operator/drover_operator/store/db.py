@@ -19,13 +19,15 @@ Connection = psycopg.AsyncConnection[DictRow]
 
 
 async def open_pool(dsn: str, size: int) -> AsyncConnectionPool[Connection]:
+    # No per-checkout health check: it would cost a round trip on every request. A connection
+    # broken by a database restart fails its query (the API answers 503, callers retry) and
+    # the pool replaces it.
     pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
         dsn,
         min_size=2,
         max_size=size,
         kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,
-        check=AsyncConnectionPool.check_connection,
     )
     await pool.open(wait=True, timeout=30)
     return pool

@@ -25,10 +25,10 @@ WHERE namespace = %s AND task = %s AND phase = 'Queued'
 INSERT_RUN = """
 INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
                          payload, tags, phase, eligible_at, expires_at, created_at,
-                         reason, message, finished_at, error)
+                         reason, message, finished_at, error, scheduled_at)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
         %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
-        %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s)
+        %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -62,9 +62,11 @@ END_ATTEMPT = """
 UPDATE drover_attempts
 SET state = %(state)s, active = false, finished_at = COALESCE(finished_at, now()),
     exit_code = %(exit_code)s, reason = %(reason)s, message = %(message)s,
-    kill_requested = %(kill)s
+    kill_requested = %(kill)s, kill_grace = %(kill_grace)s
 WHERE run_id = %(run_id)s AND number = %(number)s
 """
+
+SET_OUTPUT = "UPDATE drover_runs SET output = %s WHERE id = %s"
 
 ACTIVE_USAGE = """
 SELECT coalesce(sum(n), 0)::int AS active,
@@ -92,9 +94,11 @@ RETURNING attempt
 
 INSERT_ATTEMPT = """
 INSERT INTO drover_attempts (run_id, number, namespace, task, concurrency_key, pod_name,
-                             state, task_spec, pending_deadline_at)
+                             state, task_spec, pending_deadline_at, token_hash,
+                             heartbeat_timeout)
 VALUES (%(run_id)s, %(number)s, %(namespace)s, %(task)s, %(concurrency_key)s, %(pod_name)s,
-        'Admitted', %(task_spec)s, now() + %(pending)s::interval)
+        'Admitted', %(task_spec)s, now() + %(pending)s::interval, %(token_hash)s,
+        %(heartbeat_timeout)s::interval)
 """
 
 DUE_QUEUES = """
@@ -131,7 +135,7 @@ UPDATE drover_attempts SET pod_created = true WHERE run_id = %s AND number = %s
 """
 
 PODS_TO_CREATE = """
-SELECT a.run_id, a.number, a.pod_name, a.task_spec, r.namespace, r.name, r.task, r.payload
+SELECT a.run_id, a.number, a.pod_name, a.task_spec, r.namespace, r.name, r.task
 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
 WHERE a.active AND a.state = 'Admitted' AND NOT a.pod_created
 ORDER BY a.admitted_at
@@ -139,7 +143,7 @@ LIMIT %s
 """
 
 PODS_TO_KILL = """
-SELECT a.run_id, a.number, a.pod_name, r.namespace
+SELECT a.run_id, a.number, a.pod_name, a.kill_grace, r.namespace
 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
 WHERE a.kill_requested LIMIT %s
 """
@@ -158,6 +162,13 @@ DUE_PENDING = """
 SELECT a.run_id, a.number, a.pod_name, r.namespace FROM drover_attempts a
 JOIN drover_runs r ON r.id = a.run_id
 WHERE a.active AND a.state = 'Admitted' AND a.pending_deadline_at <= now()
+LIMIT %s
+"""
+
+DUE_STALLS = """
+SELECT run_id, number, extract(epoch FROM heartbeat_timeout) AS timeout FROM drover_attempts
+WHERE active AND state = 'Running' AND heartbeat_timeout IS NOT NULL
+  AND GREATEST(coalesce(heartbeat_at, started_at), started_at) < now() - heartbeat_timeout
 LIMIT %s
 """
 
@@ -194,13 +205,15 @@ WHERE NOT e.posted ORDER BY e.id LIMIT %s
 MARK_POSTED = "UPDATE drover_run_events SET posted = true WHERE id = ANY(%s)"
 
 TASK_COUNTS = """
-SELECT t.namespace, t.name, t.generation, t.invalid,
+SELECT t.namespace, t.name, t.generation, t.invalid, s.problem AS schedule_problem,
        count(r.id) FILTER (WHERE r.phase IN ('Starting', 'Running')) AS active,
        count(r.id) FILTER (WHERE r.phase IN ('Queued', 'Retrying')) AS queued
 FROM drover_tasks t
+LEFT JOIN drover_schedules s ON s.namespace = t.namespace AND s.task = t.name
+     AND s.task_uid = t.uid
 LEFT JOIN drover_runs r ON r.namespace = t.namespace AND r.task = t.name
      AND r.phase IN ('Starting', 'Running', 'Queued', 'Retrying')
-GROUP BY t.namespace, t.name, t.generation, t.invalid
+GROUP BY t.namespace, t.name, t.generation, t.invalid, s.problem
 """
 
 RUN_EVENTS = """
@@ -209,3 +222,75 @@ WHERE run_id = %s ORDER BY id
 """
 
 GET_RUN = "SELECT * FROM drover_runs WHERE id = %s"
+
+
+# -- the run API ----------------------------------------------------------------------------
+
+API_ATTEMPT = """
+SELECT a.run_id, a.number, a.active, a.state, a.token_hash, a.task_spec,
+       extract(epoch FROM a.heartbeat_timeout) AS heartbeat_seconds,
+       r.namespace, r.name, r.task, r.attempt AS current_attempt, r.payload, r.metadata,
+       r.scheduled_at, r.phase, r.cancel_requested
+FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
+WHERE a.run_id = %s AND a.number = %s
+"""
+
+RUN_STEPS = "SELECT seq, name, value FROM drover_steps WHERE run_id = %s ORDER BY seq"
+
+HEARTBEAT = """
+UPDATE drover_attempts SET heartbeat_at = now()
+WHERE run_id = %s AND number = %s AND active
+"""
+
+INSERT_STEP = """
+INSERT INTO drover_steps (run_id, seq, name, value, attempt)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (run_id, seq) DO NOTHING
+"""
+
+# Credential check and insert in one round trip. `existing` is read from the snapshot before
+# the insert, so it is the previously recorded name (NULL when this statement inserted).
+PUT_STEP_FAST = """
+WITH attempt AS (
+    SELECT 1 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
+    WHERE a.run_id = %(run_id)s AND a.number = %(number)s AND a.active
+      AND a.token_hash = %(token_hash)s AND r.attempt = a.number
+), inserted AS (
+    INSERT INTO drover_steps (run_id, seq, name, value, attempt)
+    SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, %(number)s WHERE EXISTS (SELECT 1 FROM attempt)
+    ON CONFLICT (run_id, seq) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM attempt) AS authorized,
+       EXISTS (SELECT 1 FROM inserted) AS inserted,
+       (SELECT name FROM drover_steps WHERE run_id = %(run_id)s AND seq = %(seq)s) AS existing
+"""
+
+STEP_NAMES = "SELECT seq, name FROM drover_steps WHERE run_id = %s AND seq = ANY(%s)"
+
+RUN_METADATA = "SELECT metadata FROM drover_runs WHERE id = %s"
+
+PATCH_METADATA = """
+UPDATE drover_runs
+SET metadata = jsonb_strip_nulls(metadata || %s), version = version + 1
+WHERE id = %s
+RETURNING metadata
+"""
+
+INSERT_LOG = """
+INSERT INTO drover_logs (run_id, attempt, at, level, logger, message)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+RUN_LOGS_PAGE = """
+SELECT id, attempt, at, level, logger, message FROM drover_logs
+WHERE run_id = %s AND id > %s ORDER BY id LIMIT %s
+"""
+
+# The newest run of that name: a TaskRun deleted and created again is a new run.
+RUN_BY_NAME = """
+SELECT * FROM drover_runs WHERE namespace = %s AND name = %s
+ORDER BY created_at DESC LIMIT 1
+"""
+
+RUN_STEP_NAMES = "SELECT seq, name FROM drover_steps WHERE run_id = %s ORDER BY seq"

@@ -21,6 +21,7 @@ from drover_operator.outcomes import FINISHED, NextStep, Outcome, max_duration, 
 from drover_operator.pods import pod_name
 from drover_operator.store import queries as q
 from drover_operator.store.db import Connection, transaction
+from drover_operator.tokens import attempt_token, token_hash
 
 _BATCH = 200
 
@@ -41,6 +42,7 @@ class NewRun:
     tags: dict[str, str] | None = None
     eligible_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    scheduled_at: dt.datetime | None = None
     # Set when the run is refused at once (e.g. a payload that fails the Task's schema).
     failed: tuple[str, str] | None = None
 
@@ -68,8 +70,12 @@ async def _wake(conn: Connection, namespace: str, task: str) -> None:
 
 
 class Store:
-    def __init__(self, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], signing_key: bytes | None = None
+    ) -> None:
         self.pool = pool
+        # Derives each attempt's API token (see tokens.py); None: no SDK credentials.
+        self.signing_key = signing_key
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -132,6 +138,7 @@ class Store:
                     "message": message,
                     "finished_at": finished,
                     "error": error,
+                    "scheduled_at": run.scheduled_at,
                 },
             )
             if cursor.rowcount == 0:
@@ -177,6 +184,7 @@ class Store:
                         "reason": reason,
                         "message": message,
                         "kill": True,
+                        "kill_grace": None,
                     },
                 )
             await conn.execute(
@@ -268,6 +276,11 @@ class Store:
                 "pod_name": name,
                 "task_spec": Jsonb(raw_spec),
                 "pending": pending,
+                "token_hash": self._token_hash(str(run["id"]), number),
+                # Only SDK tasks beat; a plain command is watched through its pod alone.
+                "heartbeat_timeout": (
+                    parse_duration(spec.timeouts.heartbeat) if spec.entrypoint else None
+                ),
             },
         )
         await _event(
@@ -310,8 +323,19 @@ class Store:
             )
             return True
 
+    def _token_hash(self, run_id: str, number: int) -> str | None:
+        if self.signing_key is None:
+            return None
+        return token_hash(attempt_token(self.signing_key, run_id, number))
+
     async def finish_attempt(
-        self, run_id: str, number: int, outcome: Outcome, *, kill: bool = False
+        self,
+        run_id: str,
+        number: int,
+        outcome: Outcome,
+        *,
+        kill: bool = False,
+        kill_grace: int | None = None,
     ) -> NextStep | None:
         """End an active attempt and decide the run's next step (retry or finish); None if
         the attempt had already ended (a replayed event, another replica)."""
@@ -331,8 +355,11 @@ class Store:
                     "reason": outcome.reason,
                     "message": outcome.message,
                     "kill": kill,
+                    "kill_grace": kill_grace,
                 },
             )
+            if outcome.output is not None:
+                await conn.execute(q.SET_OUTPUT, (Jsonb(outcome.output), run_id))
             now = dt.datetime.now(dt.UTC)
             step = next_step(spec, number, outcome, now)
             error = (
@@ -343,6 +370,7 @@ class Store:
                         "type": outcome.reason,
                         "message": outcome.message,
                         "retryable": outcome.retryable,
+                        **({"traceback": outcome.traceback} if outcome.traceback else {}),
                     }
                 )
             )

@@ -44,7 +44,9 @@ CREATE TABLE drover_runs (
     deleted_at       timestamptz,
     -- Bumped with every change the TaskRun's status shows; status is pushed until caught up.
     version          bigint      NOT NULL DEFAULT 1,
-    pushed_version   bigint      NOT NULL DEFAULT 0
+    pushed_version   bigint      NOT NULL DEFAULT 0,
+    metadata         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    scheduled_at     timestamptz
 );
 
 CREATE INDEX drover_runs_waiting ON drover_runs (namespace, task, priority DESC, created_at, id)
@@ -79,11 +81,19 @@ CREATE TABLE drover_attempts (
     -- timeouts.pending: fail if not started by then; timeouts.maxDuration: stop if running then.
     pending_deadline_at timestamptz,
     deadline_at     timestamptz,
+    -- sha256 of the attempt's bearer token; the token itself is never stored.
+    token_hash      text,
+    -- SDK attempts only: stalled when no heartbeat for this long.
+    heartbeat_timeout interval,
+    -- Grace period for stopping the pod (NULL = the pod's own; 0 for a frozen process).
+    kill_grace      integer,
     PRIMARY KEY (run_id, number)
 );
 
 CREATE INDEX drover_attempts_active ON drover_attempts (namespace, task) WHERE active;
 CREATE INDEX drover_attempts_kill ON drover_attempts (run_id) WHERE kill_requested;
+CREATE INDEX drover_attempts_beating ON drover_attempts (run_id)
+    WHERE active AND heartbeat_timeout IS NOT NULL;
 
 -- Each run's history; also the outbox for Kubernetes Events (posted once, after commit).
 CREATE TABLE drover_run_events (
@@ -99,3 +109,102 @@ CREATE TABLE drover_run_events (
 
 CREATE INDEX drover_run_events_by_run ON drover_run_events (run_id, id);
 CREATE INDEX drover_run_events_unposted ON drover_run_events (id) WHERE NOT posted;
+
+-- The runner API (migration 0002).
+CREATE TABLE drover_steps (
+    run_id     uuid        NOT NULL REFERENCES drover_runs (id) ON DELETE CASCADE,
+    seq        integer     NOT NULL,
+    name       text        NOT NULL,
+    value      jsonb,
+    attempt    integer     NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE drover_logs (
+    id      bigserial   PRIMARY KEY,
+    run_id  uuid        NOT NULL REFERENCES drover_runs (id) ON DELETE CASCADE,
+    attempt integer     NOT NULL,
+    at      timestamptz NOT NULL,
+    level   text        NOT NULL,
+    logger  text        NOT NULL,
+    message text        NOT NULL
+);
+
+CREATE INDEX drover_logs_by_run ON drover_logs (run_id, id);
+
+-- Keys shared by all replicas (the HMAC key that derives attempt tokens).
+CREATE TABLE drover_keys (
+    name  text  PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+-- Schedules and history (migration 0003).
+
+-- One row per Task with a schedule: the cursor that makes restarts neither flood nor skip.
+CREATE TABLE drover_schedules (
+    namespace          text        NOT NULL,
+    task               text        NOT NULL,
+    task_uid           uuid        NOT NULL,
+    generation         bigint      NOT NULL,
+    -- cron, time zone and suspend as evaluated; a change restarts the cursor at that moment.
+    schedule_key       text        NOT NULL,
+    -- Why the schedule creates no runs (the Task's Ready condition), or NULL.
+    problem            text,
+    -- Every tick at or before this instant has been decided: run, skipped or missed.
+    cursor_at          timestamptz,
+    next_at            timestamptz,
+    last_schedule_time timestamptz,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (namespace, task)
+);
+
+CREATE INDEX drover_schedules_due ON drover_schedules (next_at);
+
+-- The runs the scheduler decided to create (an outbox until the TaskRun exists), and
+-- whether each still counts for concurrencyPolicy.
+CREATE TABLE drover_schedule_runs (
+    namespace     text        NOT NULL,
+    name          text        NOT NULL,
+    task          text        NOT NULL,
+    task_uid      uuid        NOT NULL,
+    scheduled_at  timestamptz NOT NULL,
+    payload       jsonb,
+    -- The TaskRun's UID once created; NULL while its creation is pending.
+    run_uid       uuid,
+    -- concurrencyPolicy Replace: spec.cancel is still to be set on the TaskRun.
+    cancel_pending boolean    NOT NULL DEFAULT false,
+    -- Finished, or gone: no longer active for concurrencyPolicy.
+    done          boolean     NOT NULL DEFAULT false,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (namespace, name)
+);
+
+CREATE INDEX drover_schedule_runs_open ON drover_schedule_runs (namespace, task) WHERE NOT done;
+CREATE INDEX drover_schedule_runs_outbox ON drover_schedule_runs (created_at)
+    WHERE run_uid IS NULL OR cancel_pending;
+
+-- Events on Tasks (invalid schedule, missed or skipped ticks): posted once, after commit.
+CREATE TABLE drover_task_events (
+    id        bigserial   PRIMARY KEY,
+    namespace text        NOT NULL,
+    task      text        NOT NULL,
+    task_uid  uuid        NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now(),
+    type      text        NOT NULL,
+    reason    text        NOT NULL,
+    message   text        NOT NULL,
+    posted    boolean     NOT NULL DEFAULT false
+);
+
+CREATE INDEX drover_task_events_unposted ON drover_task_events (id) WHERE NOT posted;
+
+-- History: pods of finished runs are removed after DROVER_POD_RETENTION; records of runs
+-- whose TaskRun is gone are purged after DROVER_HISTORY_RETENTION.
+ALTER TABLE drover_attempts ADD COLUMN pod_removed boolean NOT NULL DEFAULT false;
+
+CREATE INDEX drover_attempts_pods_left ON drover_attempts (run_id)
+    WHERE pod_created AND NOT pod_removed;
+CREATE INDEX drover_runs_purgeable ON drover_runs (finished_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX drover_runs_finished ON drover_runs (namespace, task, finished_at)
+    WHERE deleted_at IS NULL AND finished_at IS NOT NULL;

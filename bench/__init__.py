@@ -1,0 +1,1 @@
+"""Benchmarks: figures to print, not tests. See `bench/bench_operator.py`."""

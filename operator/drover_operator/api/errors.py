@@ -1,0 +1,65 @@
+"""Every error the API returns is JSON: `{"type": ..., "message": ...}` with a 4xx/5xx code."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from aiohttp import web
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ProblemError(Exception):
+    """Raised by a handler: becomes a JSON problem response with this status."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message = status, type, message
+
+
+def problem_response(status: int, type: str, message: str) -> web.Response:
+    return web.json_response({"type": type, "message": message}, status=status)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return problem_response(exc.status, exc.type, exc.message)
+    except ValidationError as exc:
+        return problem_response(422, "invalid-body", _validation_message(exc))
+    except json.JSONDecodeError as exc:
+        return problem_response(400, "invalid-json", f"the body is not JSON: {exc}")
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem_response(413, "too-large", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(
+            exc.status, exc.reason.lower().replace(" ", "-"), exc.text or exc.reason
+        )
+    except psycopg.DataError as exc:
+        # Valid JSON Postgres cannot store, e.g. a NUL character in a string.
+        return problem_response(422, "invalid-body", f"the body cannot be stored: {exc}")
+    except (psycopg.OperationalError, psycopg.errors.AdminShutdown, TimeoutError) as exc:
+        # The database is briefly unavailable: runners retry 503s.
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        return problem_response(503, "unavailable", "the database is unavailable; retry")
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return problem_response(500, "internal", "internal error")

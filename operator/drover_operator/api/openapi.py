@@ -1,0 +1,208 @@
+"""The run API's OpenAPI document, built from the wire models.
+
+`python -m drover_operator.api.openapi` writes `docs/openapi.json`; a test fails when the
+committed file differs from what this builds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from drover import __version__
+from drover._wire import (
+    Completion,
+    Failure,
+    HeartbeatReply,
+    LogBatch,
+    MetadataPatch,
+    Problem,
+    RunContext,
+    StepBatch,
+)
+
+_MODELS: list[type[BaseModel]] = [
+    RunContext,
+    StepBatch,
+    Completion,
+    Failure,
+    MetadataPatch,
+    LogBatch,
+    HeartbeatReply,
+    Problem,
+]
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = definition
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(name)}}}
+
+
+_ERRORS = {
+    str(code): {"description": text, **_json("Problem")}
+    for code, text in [
+        (400, "malformed JSON"),
+        (401, "missing or invalid token"),
+        (403, "the token belongs to another run"),
+        (404, "no such run"),
+        (409, "the attempt is no longer active (or, for steps, a non-deterministic replay)"),
+        (413, "too large"),
+        (422, "the body does not match the schema"),
+        (503, "the database is briefly unavailable: retry"),
+    ]
+}
+
+
+def _op(summary: str, ok: dict[str, Any], body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **_ERRORS}}
+    if body:
+        op["requestBody"] = {"required": True, **_json(body)}
+    return op
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+def document() -> dict[str, Any]:
+    run_id = {
+        "name": "run_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    paths: dict[str, dict[str, Any]] = {
+        "/v1/runs/{run_id}/context": {
+            "get": _op(
+                "The attempt's context: payload, metadata, completed steps",
+                {"description": "context", **_json("RunContext")},
+            )
+        },
+        "/v1/runs/{run_id}/heartbeat": {
+            "post": _op(
+                "Report that the attempt is alive; `cancel` asks it to stop",
+                {"description": "beat recorded", **_json("HeartbeatReply")},
+            )
+        },
+        "/v1/runs/{run_id}/steps": {
+            "put": _op(
+                "Store step checkpoints (idempotent per position and name)",
+                _object("stored"),
+                "StepBatch",
+            )
+        },
+        "/v1/runs/{run_id}/complete": {
+            "post": _op(
+                "Finish the attempt successfully with the run's output",
+                _object("finished"),
+                "Completion",
+            )
+        },
+        "/v1/runs/{run_id}/fail": {
+            "post": _op(
+                "Fail the attempt (retried per the Task's policy when retryable)",
+                _object("recorded"),
+                "Failure",
+            )
+        },
+        "/v1/runs/{run_id}/metadata": {
+            "get": _op("The run's metadata", _object("metadata")),
+            "patch": _op("Set metadata keys (null deletes)", _object("metadata"), "MetadataPatch"),
+        },
+        "/v1/runs/{run_id}/logs": {
+            "post": _op("Append log lines from the task", _object("stored"), "LogBatch")
+        },
+    }
+    for item in paths.values():
+        item["parameters"] = [run_id]
+    read_params = [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+        for n in ("namespace", "name")
+    ]
+    kube_auth: list[dict[str, list[str]]] = [{"kubernetesToken": []}]
+    paths["/v1/namespaces/{namespace}/taskruns/{name}"] = {
+        "parameters": read_params,
+        "get": {
+            **_op(
+                "A run's record: phase, full output, error with traceback, metadata, steps",
+                _object("the run"),
+            ),
+            "security": kube_auth,
+        },
+    }
+    paths["/v1/namespaces/{namespace}/taskruns/{name}/logs"] = {
+        "parameters": [
+            *read_params,
+            {"name": "after", "in": "query", "schema": {"type": "integer"}},
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 5000},
+            },
+        ],
+        "get": {
+            **_op("The run's log lines, oldest first, after line `after`", _object("log lines")),
+            "security": kube_auth,
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Drover run API",
+            "version": __version__,
+            "description": "Called by the Drover runner inside task pods. Every call "
+            "carries the attempt's bearer token.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "attemptToken": {"type": "http", "scheme": "bearer"},
+                "kubernetesToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A Kubernetes token; RBAC `get taskruns` in the namespace",
+                },
+            },
+        },
+        "security": [{"attemptToken": []}],
+    }
+
+
+def render() -> str:
+    return json.dumps(document(), indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    """Write docs/openapi.json; with `--check`, fail if it is stale instead."""
+    target = Path("docs/openapi.json")
+    if "--check" in sys.argv[1:]:
+        if not target.exists() or target.read_text() != render():
+            sys.exit(f"{target} is stale: run `make openapi`")
+        return
+    target.write_text(render())
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""`/v1/runs/{run_id}/...`: what a running attempt calls, authenticated by its token.
+
+A token from another run is refused (403); one whose attempt is no longer the run's active
+attempt — a zombie after a stall, or after the run finished — is refused with 409 and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from drover._wire import (
+    MAX_METADATA_BYTES,
+    MAX_OUTPUT_BYTES,
+    MAX_STEP_VALUE_BYTES,
+    Completion,
+    Failure,
+    HeartbeatReply,
+    LogBatch,
+    MetadataPatch,
+    RunContext,
+    StepBatch,
+    StepRecord,
+)
+from drover_operator.api.errors import ProblemError
+from drover_operator.crd import TaskSpec, parse_duration
+from drover_operator.outcomes import Outcome
+from drover_operator.store import runapi
+from drover_operator.store.runapi import AttemptRow, StepConflictError
+from drover_operator.store.runs import Store
+from drover_operator.tokens import matches, parse_token, token_hash
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise ProblemError(400, "invalid-json", "a JSON body is required")
+    return json.loads(raw)
+
+
+async def authenticate(request: web.Request, *, require_active: bool = True) -> AttemptRow:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise ProblemError(401, "unauthenticated", "an `Authorization: Bearer <token>` is required")
+    token = header.removeprefix("Bearer ").strip()
+    claimed = parse_token(token)
+    if claimed is None:
+        raise ProblemError(401, "unauthenticated", "the token is not a Drover attempt token")
+    try:
+        run_id = str(uuid.UUID(request.match_info["run_id"]))
+    except ValueError:
+        raise ProblemError(404, "not-found", "no such run") from None
+    if claimed[0] != run_id:
+        raise ProblemError(403, "forbidden", "the token belongs to another run")
+    row = await runapi.attempt(request.app[STORE], run_id, claimed[1])
+    if row is None or not matches(token, row.token_hash):
+        raise ProblemError(401, "unauthenticated", "the token is not valid for this run")
+    if require_active and not (row.active and row.current):
+        raise ProblemError(
+            409, "attempt-inactive", f"attempt {row.number} is no longer the run's active attempt"
+        )
+    return row
+
+
+async def context(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    row = attempt.row
+    task = TaskSpec.model_validate(row["task_spec"])
+    steps = await runapi.steps(request.app[STORE], attempt.run_id)
+    body = RunContext(
+        run_id=attempt.run_id,
+        name=row["name"],
+        namespace=row["namespace"],
+        task=row["task"],
+        attempt=attempt.number,
+        max_attempts=task.retry.max_attempts,
+        payload=row["payload"],
+        scheduled_time=row["scheduled_at"],
+        metadata=row["metadata"] or {},
+        heartbeat_seconds=float(
+            row["heartbeat_seconds"] or parse_duration(task.timeouts.heartbeat).total_seconds()
+        ),
+        steps=[StepRecord(seq=s["seq"], name=s["name"], value=s["value"]) for s in steps],
+    )
+    return web.json_response(text=body.model_dump_json(by_alias=True))
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    alive = await runapi.heartbeat(request.app[STORE], attempt.run_id, attempt.number)
+    cancel = not alive or bool(attempt.row["cancel_requested"])
+    return web.json_response(HeartbeatReply(cancel=cancel).model_dump(by_alias=True))
+
+
+async def put_steps(request: web.Request) -> web.Response:
+    raw = await request.read()
+    if not raw:
+        raise ProblemError(400, "invalid-json", "a JSON body is required")
+    batch = StepBatch.model_validate_json(raw)
+    if len(raw) > MAX_STEP_VALUE_BYTES:  # only then can a single value be over the cap
+        for record in batch.steps:
+            if len(json.dumps(record.value)) > MAX_STEP_VALUE_BYTES:
+                limit = MAX_STEP_VALUE_BYTES
+                message = f"step #{record.seq}: checkpoint value over {limit} bytes"
+                raise ProblemError(413, "too-large", message)
+    store = request.app[STORE]
+    if len(batch.steps) == 1:
+        # The runner's case, on every step's critical path: one statement checks the
+        # credential and stores the checkpoint; only a refusal takes the slow path below.
+        claimed = _claimed(request)
+        if claimed is not None:
+            stored = await runapi.put_step_fast(
+                store, claimed[0], claimed[1], claimed[2], batch.steps[0]
+            )
+            if stored is True:
+                return web.json_response({"stored": 1})
+            if isinstance(stored, str):
+                raise ProblemError(
+                    409,
+                    "non-determinism",
+                    str(StepConflictError(batch.steps[0].seq, stored, batch.steps[0].name)),
+                )
+    attempt = await authenticate(request)
+    try:
+        await runapi.put_steps(store, attempt.run_id, attempt.number, batch.steps)
+    except StepConflictError as exc:
+        raise ProblemError(409, "non-determinism", str(exc)) from None
+    return web.json_response({"stored": len(batch.steps)})
+
+
+def _claimed(request: web.Request) -> tuple[str, int, str] | None:
+    """(run id, attempt, token hash) from a well-formed request, unverified."""
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    claimed = parse_token(token)
+    if claimed is None or claimed[0] != request.match_info["run_id"]:
+        return None
+    return claimed[0], claimed[1], token_hash(token)
+
+
+async def complete(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    body = Completion.model_validate(await _body(request))
+    if len(json.dumps(body.output)) > MAX_OUTPUT_BYTES:
+        raise ProblemError(
+            413, "too-large", "output over 1 MiB: store it elsewhere and return a reference"
+        )
+    outcome = Outcome(
+        "Succeeded",
+        "Completed",
+        "the task returned",
+        retryable=False,
+        exit_code=0,
+        output=body.output,
+    )
+    await request.app[STORE].finish_attempt(attempt.run_id, attempt.number, outcome)
+    return web.json_response({"phase": "Succeeded"})
+
+
+async def fail(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    body = Failure.model_validate(await _body(request))
+    outcome = Outcome(
+        "Failed", body.type, body.message, retryable=body.retryable, traceback=body.traceback
+    )
+    step = await request.app[STORE].finish_attempt(attempt.run_id, attempt.number, outcome)
+    return web.json_response({"phase": step.phase if step else None})
+
+
+async def get_metadata(request: web.Request) -> web.Response:
+    attempt = await authenticate(request, require_active=False)
+    return web.json_response(await runapi.metadata(request.app[STORE], attempt.run_id))
+
+
+async def patch_metadata(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    body = MetadataPatch.model_validate(await _body(request))
+    current = await runapi.metadata(request.app[STORE], attempt.run_id)
+    merged = {k: v for k, v in {**current, **body.set}.items() if v is not None}
+    if len(json.dumps(merged)) > MAX_METADATA_BYTES:
+        raise ProblemError(413, "too-large", "metadata would be over 64 KiB")
+    stored = await runapi.patch_metadata(request.app[STORE], attempt.run_id, body.set)
+    return web.json_response(stored)
+
+
+async def post_logs(request: web.Request) -> web.Response:
+    attempt = await authenticate(request)
+    body = LogBatch.model_validate(await _body(request))
+    await runapi.append_logs(request.app[STORE], attempt.run_id, attempt.number, body.lines)
+    return web.json_response({"stored": len(body.lines)}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    prefix = "/v1/runs/{run_id}"
+    app.router.add_get(f"{prefix}/context", context)
+    app.router.add_post(f"{prefix}/heartbeat", heartbeat)
+    app.router.add_put(f"{prefix}/steps", put_steps)
+    app.router.add_post(f"{prefix}/complete", complete)
+    app.router.add_post(f"{prefix}/fail", fail)
+    app.router.add_get(f"{prefix}/metadata", get_metadata)
+    app.router.add_patch(f"{prefix}/metadata", patch_metadata)
+    app.router.add_post(f"{prefix}/logs", post_logs)
