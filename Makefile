@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help bootstrap binaries cluster-up cluster-down dev test test-unit test-e2e lint fmt crds openapi bench clean
+.PHONY: help bootstrap binaries cluster-up cluster-down dev test test-unit test-e2e lint fmt crds helm-lint openapi bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,8 +58,12 @@ fmt: bootstrap  ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-crds: bootstrap  ## Generate crds/*.yaml from the pydantic models
+crds: bootstrap  ## Generate crds/*.yaml from the pydantic models (and copy them into the chart)
 	$(PY) -m drover_operator.crd
+	cp crds/*.yaml helm/drover/crds/
+
+helm-lint: binaries  ## helm lint and the chart's unit tests
+	$(VENV)/bin/pytest tests/unit/test_helm_chart.py
 
 openapi: bootstrap  ## Generate docs/openapi.json from the run API's wire models
 	$(PY) -m drover_operator.api.openapi

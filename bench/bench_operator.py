@@ -35,6 +35,7 @@ from bench.harness import (
     Operator,
     PodWatch,
     StateWatch,
+    api_requests,
     cluster_env,
     create_namespace,
     delete_namespace,
@@ -94,11 +95,28 @@ def distribution(samples_s: list[float]) -> dict[str, float]:
     return {f"p{p}": round(percentile(ms, p), 1) for p in (50, 90, 99)} | {"max": round(max(ms), 1)}
 
 
+def api_delta(before: dict[str, float], after: dict[str, float], runs: Any) -> Results:
+    """Requests made during a scenario: total, per run, and the six most frequent kinds."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}
+    total = sum(delta.values())
+    top = sorted(delta.items(), key=lambda kv: -kv[1])[:6]
+    return {
+        "total": int(total),
+        "per_run": round(total / runs, 1) if isinstance(runs, int) and runs else None,
+        "top": {k: int(v) for k, v in top},
+    }
+
+
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, client: AsyncClient, operator: Operator | None
+        self,
+        args: argparse.Namespace,
+        cluster: LocalCluster,
+        client: AsyncClient,
+        operator: Operator | None,
     ) -> None:
         self.args = args
+        self.cluster = cluster
         self.client = client
         self.operator = operator
         self.results: Results = {}
@@ -141,8 +159,12 @@ class Bench:
         entry: Results = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
         self.results.setdefault(key, {})[system] = entry
         await create_namespace(self.client, namespace)
+        before = await asyncio.to_thread(api_requests, self.cluster)
         try:
             entry.update(await body(namespace))
+            entry["api_requests"] = api_delta(
+                before, await asyncio.to_thread(api_requests, self.cluster), entry.get("runs")
+            )
         except (BenchError, ApiError) as e:
             # One system failing (its operator died, the API refused a run) still leaves the
             # other system's figures worth printing.
@@ -215,6 +237,7 @@ class Bench:
             "create_to_done_ms": distribution(to_done),
             "succeeded": states.count(created, "Succeeded" if system == "drover" else "Complete"),
             "runs_with_several_pods": sum(1 for u in created if len(pods.pods_of.get(u, ())) > 1),
+            "writes_per_run": states.writes_per_object(created),
         }
         if not all_pods:
             result["runs_without_pod"] = n - len(to_pod)
@@ -260,6 +283,7 @@ class Bench:
             "max_running_pods": pods.max_running,
             "limit_held": pods.max_live <= limit,
             "runs_with_several_pods": sum(1 for u in created if len(pods.pods_of.get(u, ())) > 1),
+            "writes_per_run": states.writes_per_object(created),
         }
         if not done:
             result["unfinished"] = states.unfinished(created)
@@ -369,7 +393,7 @@ async def run_bench(
     client = AsyncClient(
         KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="drover-bench"
     )
-    bench.append(Bench(args, client, operator))
+    bench.append(Bench(args, cluster, client, operator))
     try:
         async with asyncio.timeout(args.timeout):
             await bench[0].run()

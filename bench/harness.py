@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,26 @@ def _retry_watch(error: Exception, count: int) -> OnErrorResult:
     if count > 20:
         return OnErrorResult(OnErrorAction.RAISE)
     return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
+
+
+def api_requests(cluster: LocalCluster) -> dict[str, float]:
+    """kube-apiserver's request counters by "VERB resource[/subresource]", watches left out:
+    the difference over a scenario is what every client (controllers, operator, node agent,
+    this bench) asked of the API server for it."""
+    counts: dict[str, float] = {}
+    for line in str(cluster.get("/metrics", raw=True)).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line.rpartition(" ")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+        if labels.get("verb") == "WATCH":
+            continue
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        key = f"{labels.get('verb')} {resource}"
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
 
 
 # -- the operator -----------------------------------------------------------------------------
@@ -322,6 +343,8 @@ class StateWatch(Generic[T]):
         self.finished = finished
         self.states: dict[str, str] = {}
         self.finished_at: dict[str, float] = {}
+        # Watch events per object: each is one write (status, finalizer, ...) to the object.
+        self.writes: dict[str, int] = {}
 
     async def run(self) -> None:
         async for kind, obj in self.events:
@@ -330,11 +353,18 @@ class StateWatch(Generic[T]):
                 continue
             uid, state = self.uid(obj), self.state(obj)
             self.states[uid] = state
+            self.writes[uid] = self.writes.get(uid, 0) + 1
             if state in self.finished:
                 self.finished_at.setdefault(uid, now)
 
     def count(self, uids: set[str] | dict[str, float], state: str) -> int:
         return sum(1 for uid in uids if self.states.get(uid) == state)
+
+    def writes_per_object(self, uids: set[str] | dict[str, float]) -> dict[str, float]:
+        counts = [self.writes.get(uid, 0) for uid in uids]
+        if not counts:
+            return {}
+        return {"mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
 
     def unfinished(self, uids: set[str] | dict[str, float]) -> dict[str, int]:
         """How many of `uids` are in each not-yet-finished state (what a stuck run looks like)."""

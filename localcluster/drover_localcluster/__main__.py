@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from drover_localcluster.binaries import ensure_binaries
+from drover_localcluster.binaries import ensure_binaries, ensure_promtool
 from drover_localcluster.cluster import LocalCluster, wait_seconds
 from drover_localcluster.errors import LocalClusterError
 
@@ -26,6 +26,7 @@ def main() -> None:
     try:
         if args.command == "build":
             binaries = ensure_binaries()
+            ensure_promtool()  # for the metrics tests; not needed to start a cluster
             print(f"binaries ready in {binaries.kubectl.parent.parent}")
             return
         cluster = LocalCluster(args.dir)

@@ -4,6 +4,8 @@
 own source trees, so `go install mod@version` refuses them. We generate a small wrapper module
 that requires them and pins each replaced module to its published version, then `go build` the
 commands from it. Helm's module has no replace directives and is `go install`ed directly.
+Prometheus' module (for `promtool`, used by the metrics tests) carries a non-local replace
+directive, so it gets a wrapper module too, with its replace lines copied.
 """
 
 from __future__ import annotations
@@ -193,6 +195,46 @@ def _build_helm(version: str, target: Path) -> None:
         finally:
             del os.environ["GOBIN"]
         _install(out, target)
+
+
+def promtool_wrapper_gomod(upstream_mod: str, version: str) -> str:
+    """go.mod requiring Prometheus with its (non-local) replace directives copied."""
+    replaces = re.findall(r"^replace\s+(\S+\s+=>\s+\S+\s+v\S+)\s*$", upstream_mod, flags=re.M)
+    block = "replace (\n" + "\n".join(f"\t{r}" for r in replaces) + "\n)\n" if replaces else ""
+    return (
+        "module drover.dev/localcluster/promtool\n\n"
+        f"{_go_directives(upstream_mod)}\n\n"
+        f"require github.com/prometheus/prometheus v{version}\n\n" + block
+    )
+
+
+def _build_promtool(version: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="drover-promtool-", dir=target.parent) as tmp:
+        work = Path(tmp)
+        log = target.parent / f"build-promtool-{version}.log"
+        log.write_text("")
+        upstream = _mod_file("github.com/prometheus/prometheus", f"v{version}", work, log)
+        (work / "go.mod").write_text(promtool_wrapper_gomod(upstream, version))
+        out = work / "bin"
+        out.mkdir()
+        args = ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "promtool")]
+        _run_go([*args, "github.com/prometheus/prometheus/cmd/promtool"], work, log)
+        _install(out, target)
+
+
+def ensure_promtool(versions: Versions | None = None) -> Path:
+    """`promtool` (checks metrics exposition), built once and cached like the cluster's
+    binaries; not part of `ensure_binaries`, so starting a cluster never waits for it."""
+    versions = versions or Versions()
+    root = cache_root() / "bin"
+    target = root / f"promtool-{versions.prometheus}"
+    with _build_lock(root):
+        if not (target / "promtool").is_file():
+            _log(f"building {target.name} from Go modules (cached in {root}) ...")
+            started = time.monotonic()
+            _build_promtool(versions.prometheus, target)
+            _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
+    return target / "promtool"
 
 
 def ensure_binaries(versions: Versions | None = None) -> Binaries:

@@ -41,6 +41,9 @@ class ClusterState:
     postgres_port: int
     # Reserved for a locally started operator's HTTP API (DROVER_API_PORT in .cluster/env).
     operator_api_port: int = 0
+    # Reserved for the Helm-installed operator's API (.cluster/helm-values.yaml), so it and a
+    # `make dev` operator can run side by side: every pod here shares the host's loopback.
+    helm_api_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)  # node name -> agent pid
 
@@ -105,6 +108,30 @@ class LocalCluster:
             "DROVER_API_URL": f"http://127.0.0.1:{api_port}",
         }
 
+    def helm_values(self, *, api_port: int | None = None) -> dict[str, Any]:
+        """Chart values for installing helm/drover onto this cluster.
+
+        The node agent runs the operator pod as a host process with pod IP 127.0.0.1 and no
+        Service proxying, so task pods reach its API on loopback rather than the Service URL.
+        One replica, replaced with Recreate on upgrades: two would both bind the same port.
+        """
+        assert self.state is not None
+        if api_port is None:
+            if not self.state.helm_api_port:  # a state file from before this field existed
+                self.state.helm_api_port = free_port()
+                self._save()
+            api_port = self.state.helm_api_port
+        return {
+            "replicas": 1,
+            "updateStrategy": {"type": "Recreate"},
+            "database": {"url": self.postgres.dsn},
+            "api": {
+                "host": "127.0.0.1",
+                "port": api_port,
+                "url": f"http://127.0.0.1:{api_port}",
+            },
+        }
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def up(self) -> None:
@@ -128,6 +155,7 @@ class LocalCluster:
             },
             postgres_port=free_port(),
             operator_api_port=free_port(),
+            helm_api_port=free_port(),
         )
         self._save()
         try:
@@ -276,8 +304,9 @@ class LocalCluster:
         (self.directory / "helm-values.yaml").write_text(
             "# Values for `helm install drover helm/drover -n drover-system --create-namespace"
             " -f .cluster/helm-values.yaml` on the local cluster (written by make cluster-up).\n"
-            "database:\n"
-            f"  url: {json.dumps(self.postgres.dsn)}\n"
+            "# JSON is YAML; see LocalCluster.helm_values for why these differ from defaults.\n"
+            + json.dumps(self.helm_values(), indent=2)
+            + "\n"
         )
 
 

@@ -27,6 +27,9 @@ class Versions:
     kubernetes: str = field(default_factory=lambda: _env("DROVER_KUBERNETES_VERSION", "1.35.4"))
     etcd: str = field(default_factory=lambda: _env("DROVER_ETCD_VERSION", "3.6.16"))
     helm: str = field(default_factory=lambda: _env("DROVER_HELM_VERSION", "3.22.0"))
+    # promtool only (metrics tests). Newer releases need module versions the proxy may not
+    # serve yet.
+    prometheus: str = field(default_factory=lambda: _env("DROVER_PROMETHEUS_VERSION", "0.313.5"))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from drover_operator import handlers
+from drover._logs import JsonFormatter
+from drover_operator import handlers, metrics, tracing
 from drover_operator.api.app import serve
 from drover_operator.converge import Converger
 from drover_operator.engine import Engine
@@ -72,6 +73,9 @@ async def run(settings: Settings) -> None:
     if applied:
         log.info("applied database migrations %s", applied)
     pool = await open_pool(settings.database_url, settings.database_pool_size)
+    metrics.watch_pool(pool.get_stats)
+    if tracing.configure():
+        log.info("tracing: exporting spans as the OTEL_* environment configures")
     client = make_client()
     store = Store(pool, await signing_key(pool))
     # The API is served by every replica, whether or not its kopf handlers are active.
@@ -111,6 +115,7 @@ async def run(settings: Settings) -> None:
         await api.cleanup()
         await client.close()
         await pool.close()
+        tracing.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = load_settings(args)
     logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if args.command == "migrate":
         print(asyncio.run(migrate(settings.database_url)))
         return

@@ -12,6 +12,7 @@ from lightkube import ApiError, AsyncClient, codecs
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
+from drover_operator import metrics
 from drover_operator.crd import TaskSpec
 from drover_operator.events import post_event
 from drover_operator.kube import FINALIZER, TaskResource, TaskRunResource
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 
 _BATCH = 200
 _NETWORK = (ApiError, httpx2.HTTPError)
+
+
+def _ids(row: dict[str, Any]) -> dict[str, Any]:
+    """Log record extras naming the run and attempt (JSON logs show them)."""
+    return {"run_id": str(row["run_id"]), "attempt": row["number"]}
 
 
 class Converger:
@@ -52,6 +58,8 @@ class Converger:
                 max_attempts=task.retry.max_attempts,
                 task=task,
                 api_url=self.settings.pod_api_url,
+                otlp_endpoint=self.settings.runner_otlp_endpoint,
+                log_format=self.settings.log_format if self.settings.log_format == "json" else "",
             )
             try:
                 if task.entrypoint:
@@ -64,10 +72,11 @@ class Converger:
                         row["namespace"],
                         row["pod_name"],
                         exc.status.message,
+                        extra=_ids(row),
                     )
                     continue
             except httpx2.HTTPError as exc:
-                log.warning("creating pod %s: %s", row["pod_name"], exc)
+                log.warning("creating pod %s: %s", row["pod_name"], exc, extra=_ids(row))
                 continue
             await self.store.pod_created(str(row["run_id"]), row["number"])
 
@@ -207,7 +216,9 @@ class Converger:
         self._task_status_cache.pop((namespace, name), None)
 
     async def push_task_statuses(self) -> None:
-        for counts in await self.store.fetch(q.TASK_COUNTS):
+        rows = await self.store.fetch(q.TASK_COUNTS)
+        metrics.set_task_counts(rows)
+        for counts in rows:
             key = (counts["namespace"], counts["name"])
             status = task_status(counts)
             previous = self._task_status_cache.get(key)

@@ -61,7 +61,7 @@ class Engine:
             problem = task_problem(spec)
         except ValidationError as exc:
             problem = f"InvalidSpec: {exc.errors()[0]['msg']}"
-        await self.store.upsert_task(
+        changed = await self.store.upsert_task(
             meta["namespace"],
             meta["name"],
             meta["uid"],
@@ -69,8 +69,9 @@ class Engine:
             body.get("spec") or {},
             problem,
         )
-        self.converge.forget_task_status(meta["namespace"], meta["name"])
-        self.wake()
+        if changed:  # not for the events our own status updates cause
+            self.converge.forget_task_status(meta["namespace"], meta["name"])
+            self.wake()
 
     async def on_task_deleted(self, namespace: str, name: str) -> None:
         await self.store.delete_task(namespace, name)

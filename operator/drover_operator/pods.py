@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drover_operator.crd import API_VERSION, TaskSpec, parse_duration
+from drover_operator.tracing import traceparent
 
 LABEL_TASK = "drover.dev/task"
 LABEL_RUN = "drover.dev/run"
@@ -60,6 +61,10 @@ class PodRequest:
     max_attempts: int
     task: TaskSpec
     api_url: str = ""
+    # OTLP endpoint for the runner's step spans (`OTEL_EXPORTER_OTLP_ENDPOINT`); "": none.
+    otlp_endpoint: str = ""
+    # `DROVER_LOG_FORMAT` for the runner ("json"); "": its default.
+    log_format: str = ""
 
 
 def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
@@ -70,7 +75,13 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
         "DROVER_RUN_ID": req.run_uid,
         "DROVER_ATTEMPT": str(req.attempt),
         "DROVER_MAX_ATTEMPTS": str(req.max_attempts),
+        # The attempt's span (W3C): what runs in the pod continues the run's trace.
+        "TRACEPARENT": traceparent(req.run_uid, req.attempt),
     }
+    if req.log_format:
+        values["DROVER_LOG_FORMAT"] = req.log_format
+    if req.otlp_endpoint and req.task.entrypoint:
+        values["OTEL_EXPORTER_OTLP_ENDPOINT"] = req.otlp_endpoint
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if req.task.entrypoint:
         env += [

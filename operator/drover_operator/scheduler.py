@@ -29,6 +29,7 @@ from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.types import PatchType
 from psycopg.types.json import Jsonb
 
+from drover_operator import metrics
 from drover_operator.crd import API_VERSION, TaskSpec, parse_duration
 from drover_operator.crd.task import Schedule
 from drover_operator.events import post_event
@@ -135,7 +136,16 @@ class Scheduler:
                 and (row["next_at"] is None or row["next_at"] > now)
             ):
                 return  # nothing due: another replica decided first
-            await self._decide(conn, namespace, name, task, None if fresh else row, now, created)
+            ticks = await self._decide(
+                conn, namespace, name, task, None if fresh else row, now, created
+            )
+        # Committed: count the decision.
+        if ticks is not None:
+            missed, result = ticks
+            if missed:
+                metrics.SCHEDULE_MISSED.labels(namespace, name).inc(missed)
+            if result is not None:
+                metrics.SCHEDULE_TICKS.labels(namespace, name, result).inc()
 
     async def _decide(
         self,
@@ -146,7 +156,8 @@ class Scheduler:
         row: dict[str, Any] | None,
         now: dt.datetime,
         created: dt.datetime | None,
-    ) -> None:
+    ) -> tuple[int, str | None] | None:
+        """Decide the Task's due tick; (ticks missed, result of the tick run or None)."""
         uid = task["uid"]
         record: dict[str, Any] = {
             "namespace": namespace,
@@ -172,7 +183,7 @@ class Scheduler:
             # No run of it could start (its Ready condition says why): runs piling up for
             # every tick would all start at once when it is fixed. Decided again then.
             await conn.execute(sq.UPSERT_SCHEDULE, record)
-            return
+            return None
         spec = TaskSpec.model_validate(task["spec"])
         schedule = spec.schedule
         assert schedule is not None
@@ -191,10 +202,10 @@ class Scheduler:
             if row is None or row["problem"] != problem:
                 await event("Warning", exc.reason, exc.message)
             await conn.execute(sq.UPSERT_SCHEDULE, record)
-            return
+            return None
         if schedule.suspend:
             await conn.execute(sq.UPSERT_SCHEDULE, record)
-            return
+            return None
         deadline = (
             parse_duration(schedule.starting_deadline) if schedule.starting_deadline else None
         )
@@ -214,9 +225,13 @@ class Scheduler:
             else:
                 await event("Warning", "MissedSchedule", f"{missed}; one run for the latest only")
         run_at = decision.run_at
-        if run_at and await self._start(conn, namespace, name, uid, schedule, cron, run_at, event):
-            record["last_schedule_time"] = run_at
+        result = None
+        if run_at:
+            result = await self._start(conn, namespace, name, uid, schedule, cron, run_at, event)
+            if result != "skipped":
+                record["last_schedule_time"] = run_at
         await conn.execute(sq.UPSERT_SCHEDULE, record)
+        return decision.missed, result
 
     async def _start(
         self,
@@ -228,9 +243,9 @@ class Scheduler:
         cron: CronSchedule,
         tick: dt.datetime,
         event: EventSink,
-    ) -> bool:
-        """Record a run for `tick`, under the schedule's concurrencyPolicy; False when the
-        tick is skipped."""
+    ) -> str:
+        """Record a run for `tick`, under the schedule's concurrencyPolicy: `started`,
+        `replaced` (older runs are canceled) or `skipped`."""
         run = run_name(name, tick, with_seconds=cron.with_seconds)
         rows = await (await conn.execute(sq.OPEN_SCHEDULED_RUNS, (namespace, name))).fetchall()
         unfinished = [r["name"] for r in rows]
@@ -242,7 +257,7 @@ class Scheduler:
                 f"tick {rfc3339(tick)} skipped: {', '.join(unfinished[:5])} still unfinished"
                 " (concurrencyPolicy Forbid)",
             )
-            return False
+            return "skipped"
         if unfinished and policy == "Replace":
             await conn.execute(sq.REQUEST_CANCEL, (namespace, unfinished))
             await event(
@@ -255,7 +270,7 @@ class Scheduler:
             (namespace, run, name, uid, tick, Jsonb(schedule.payload)),
         )
         await event("Normal", "Scheduled", f"created TaskRun {run} for {rfc3339(tick)}")
-        return True
+        return "replaced" if unfinished and policy == "Replace" else "started"
 
     async def _task_created(self, namespace: str, name: str) -> dt.datetime | None:
         try:

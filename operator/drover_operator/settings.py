@@ -17,14 +17,17 @@
 | `DROVER_API_URL` | `http://127.0.0.1:<port>` | the API's URL as task pods reach it |
 | `DROVER_POD_RETENTION` | `5m` | pods of finished runs are deleted this long after the run ends |
 | `DROVER_HISTORY_RETENTION` | `720h` | records of deleted TaskRuns are purged after; `0s`: never |
+| `DROVER_LOG_FORMAT` | `text` | `json`: one JSON object per line (also given to SDK task pods) |
+| `DROVER_RUNNER_OTLP_ENDPOINT` | (none) | OTLP endpoint given to SDK task pods (step spans) |
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from drover_operator.crd.durations import parse_duration
 
@@ -34,7 +37,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(min_length=1)
     database_pool_size: int = Field(default=10, ge=2, le=200)
-    namespaces: list[str] = Field(default_factory=list)
+    # NoDecode: the env value is comma-separated (split below), not JSON.
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     peering: str = "drover"
     standalone: bool = False
     tick_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -47,6 +51,8 @@ class Settings(BaseSettings):
     api_url: str | None = None
     pod_retention: str = "5m"
     history_retention: str = "720h"
+    log_format: Literal["text", "json"] = "text"
+    runner_otlp_endpoint: str = ""
 
     @field_validator("namespaces", mode="before")
     @classmethod

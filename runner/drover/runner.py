@@ -26,7 +26,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
+from drover import _tracing
 from drover._client import RunApi
+from drover._logs import JsonFormatter, json_requested, set_process_context
 from drover._state import AttemptState, LogShipper
 from drover._wire import Completion, Failure, RunContext
 from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled
@@ -89,8 +91,22 @@ def _report(state: AttemptState, failure: Failure) -> None:
         log.error("could not report the failure: %s", exc)
 
 
+def _configure_logging() -> None:
+    handler = logging.StreamHandler()
+    if json_requested():
+        handler.setFormatter(JsonFormatter(span_ids=_tracing.current_ids))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _trace_id() -> str | None:
+    parts = os.environ.get("TRACEPARENT", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     env = {
         k: os.environ.get(k, "")
         for k in ("DROVER_API_URL", "DROVER_RUN_ID", "DROVER_TOKEN", "DROVER_ENTRYPOINT")
@@ -99,6 +115,12 @@ def main() -> int:
     if missing:
         print(f"drover-runner: missing environment: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
+    attempt = os.environ.get("DROVER_ATTEMPT", "")
+    set_process_context(
+        run_id=env["DROVER_RUN_ID"],
+        attempt=int(attempt) if attempt.isdigit() else None,
+        trace_id=_trace_id(),
+    )
     api = RunApi(env["DROVER_API_URL"], env["DROVER_RUN_ID"], env["DROVER_TOKEN"])
     try:
         context = RunContext.model_validate(api.call("GET", "/context"))
@@ -108,12 +130,23 @@ def main() -> int:
     shipper = LogShipper(api)
     state = AttemptState(api, context, shipper)
     logging.getLogger().addHandler(shipper)
+    set_process_context(namespace=context.namespace, task=context.task, run=context.name)
+    _tracing.setup_runner(
+        {
+            "drover.namespace": context.namespace,
+            "drover.task": context.task,
+            "drover.run.id": context.run_id,
+            "drover.run.name": context.name,
+            "drover.attempt": context.attempt,
+        }
+    )
     state.activate()
     try:
         return _run(state, env["DROVER_ENTRYPOINT"])
     finally:
         state.stop()
         shipper.close()
+        _tracing.shutdown()
 
 
 def _run(state: AttemptState, entrypoint: str) -> int:

@@ -33,7 +33,7 @@ class OperatorProcess:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start(self, *extra: str) -> OperatorProcess:
+    def start(self, *extra: str, extra_env: dict[str, str] | None = None) -> OperatorProcess:
         env = {
             **self.cluster.env,
             "DROVER_DATABASE_URL": self.dsn,
@@ -41,6 +41,7 @@ class OperatorProcess:
             "DROVER_API_HOST": "127.0.0.1",
             "DROVER_API_PORT": str(self.api_port),
             "DROVER_API_URL": self.api_url,
+            **(extra_env or {}),
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -9,6 +9,7 @@ from lightkube import AsyncClient
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from drover._wire import MAX_REQUEST_BYTES
+from drover_operator import metrics as drover_metrics
 from drover_operator.api import reads, runs
 from drover_operator.api.errors import problems
 from drover_operator.api.openapi import document
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def make_app(store: Store, kube: AsyncClient) -> web.Application:
-    app = web.Application(middlewares=[problems], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(
+        middlewares=[drover_metrics.api_latency, problems], client_max_size=MAX_REQUEST_BYTES
+    )
     app[runs.STORE] = store
     app[reads.KUBE] = kube
 

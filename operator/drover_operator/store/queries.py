@@ -16,6 +16,10 @@ DELETE_TASK = "DELETE FROM drover_tasks WHERE namespace = %s AND name = %s"
 
 GET_TASK = "SELECT spec, invalid, generation FROM drover_tasks WHERE namespace = %s AND name = %s"
 
+TASK_FOR_UPDATE = """
+SELECT uid, generation, invalid FROM drover_tasks WHERE namespace = %s AND name = %s FOR UPDATE
+"""
+
 # Runs of a task whose readiness changed: their status shows why they wait.
 TOUCH_WAITING_RUNS = """
 UPDATE drover_runs SET version = version + 1
@@ -77,10 +81,10 @@ FROM (SELECT concurrency_key, count(*) AS n FROM drover_attempts
 """
 
 WAITING_RUNS = """
-SELECT id, name, concurrency_key, attempt, payload FROM drover_runs
+SELECT id, name, concurrency_key, attempt, payload, created_at, eligible_at FROM drover_runs
 WHERE namespace = %s AND task = %s AND phase IN ('Queued', 'Retrying')
   AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
-ORDER BY priority DESC, created_at, id
+ORDER BY priority DESC, created_at, seq
 LIMIT %s OFFSET %s
 """
 
@@ -131,7 +135,10 @@ WHERE id = %s AND phase = 'Starting'
 """
 
 MARK_POD_CREATED = """
-UPDATE drover_attempts SET pod_created = true WHERE run_id = %s AND number = %s
+UPDATE drover_attempts a SET pod_created = true
+FROM drover_runs r
+WHERE a.run_id = %s AND a.number = %s AND r.id = a.run_id AND NOT a.pod_created
+RETURNING r.namespace, r.task, extract(epoch FROM now() - r.created_at) AS latency
 """
 
 PODS_TO_CREATE = """
@@ -155,7 +162,7 @@ UPDATE drover_runs
 SET phase = 'Expired', finished_at = now(), reason = 'Expired',
     message = 'not started within its ttl', version = version + 1
 WHERE phase = 'Queued' AND attempt = 0 AND NOT cancel_requested AND expires_at <= now()
-RETURNING id
+RETURNING id, namespace, name, task, created_at
 """
 
 DUE_PENDING = """

@@ -16,6 +16,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from drover_operator import metrics, tracing
 from drover_operator.crd import TaskSpec, parse_duration
 from drover_operator.outcomes import FINISHED, NextStep, Outcome, max_duration, next_step
 from drover_operator.pods import pod_name
@@ -52,6 +53,7 @@ class Admitted:
     run_id: str
     number: int
     pod_name: str
+    waiting_since: dt.datetime | None = None
 
 
 def _queue_key(namespace: str, task: str) -> str:
@@ -87,8 +89,20 @@ class Store:
         generation: int,
         spec: dict[str, Any],
         invalid: str | None,
-    ) -> None:
+    ) -> bool:
+        """Record a Task's spec; False when nothing changed (its own status updates)."""
         async with transaction(self.pool) as conn:
+            # The admission lock first, as `admit` takes it: both update the Task's waiting
+            # runs, and taking locks in one order is what keeps them from deadlocking.
+            await conn.execute(q.ADMISSION_LOCK, (_queue_key(namespace, name),))
+            current = await (await conn.execute(q.TASK_FOR_UPDATE, (namespace, name))).fetchone()
+            same = current is not None and (
+                str(current["uid"]),
+                current["generation"],
+                current["invalid"],
+            ) == (uid, generation, invalid)
+            if same:
+                return False
             await conn.execute(
                 q.UPSERT_TASK,
                 {
@@ -100,11 +114,15 @@ class Store:
                     "invalid": invalid,
                 },
             )
-            await conn.execute(q.TOUCH_WAITING_RUNS, (namespace, name))
+            if current is None or current["invalid"] != invalid:
+                # Waiting runs' status says why they wait (TaskNotFound, TaskNotReady).
+                await conn.execute(q.TOUCH_WAITING_RUNS, (namespace, name))
             await _wake(conn, namespace, name)
+            return True
 
     async def delete_task(self, namespace: str, name: str) -> None:
         async with transaction(self.pool) as conn:
+            await conn.execute(q.ADMISSION_LOCK, (_queue_key(namespace, name),))
             await conn.execute(q.DELETE_TASK, (namespace, name))
             await conn.execute(q.TOUCH_WAITING_RUNS, (namespace, name))
 
@@ -148,7 +166,21 @@ class Store:
             else:
                 await _event(conn, run.id, None, "Normal", "Queued", f"queued for Task {run.task}")
                 await _wake(conn, run.namespace, run.task)
-            return True
+        # Committed: count it (and trace a run refused at once).
+        metrics.RUNS_CREATED.labels(run.namespace, run.task).inc()
+        if run.failed is not None:
+            metrics.run_finished(run.namespace, run.task, phase)
+            tracing.run_span(
+                run.id,
+                namespace=run.namespace,
+                name=run.name,
+                task=run.task,
+                phase=phase,
+                attempts=0,
+                created_at=run.created_at,
+                message=message,
+            )
+        return True
 
     async def close(self, run_id: str, *, reason: str, message: str, deleted: bool) -> bool:
         """Cancel a run (spec.cancel, or its TaskRun deleted): a queued run never starts, an
@@ -201,7 +233,30 @@ class Store:
             )
             await _event(conn, run_id, run["attempt"] or None, "Normal", reason, message)
             await _wake(conn, run["namespace"], run["task"])
-            return True
+        metrics.run_finished(run["namespace"], run["task"], "Canceled", run["started_at"])
+        if attempt is not None:
+            metrics.ATTEMPTS_FINISHED.labels(run["namespace"], run["task"], "Canceled").inc()
+            tracing.attempt_span(
+                run_id,
+                attempt["number"],
+                namespace=run["namespace"],
+                task=run["task"],
+                admitted_at=attempt["admitted_at"],
+                state="Canceled",
+                reason=reason,
+                message=message,
+            )
+        tracing.run_span(
+            run_id,
+            namespace=run["namespace"],
+            name=run["name"],
+            task=run["task"],
+            phase="Canceled",
+            attempts=run["attempt"],
+            created_at=run["created_at"],
+            message=message,
+        )
+        return True
 
     # -- admission --------------------------------------------------------------------------
 
@@ -249,7 +304,17 @@ class Store:
                             break
                 if free is None and len(candidates) < page:
                     break
-            return admitted
+        # Committed: count and trace the admissions.
+        for entry in admitted:
+            metrics.ATTEMPTS_ADMITTED.labels(namespace, task).inc()
+            tracing.admission_span(
+                entry.run_id,
+                entry.number,
+                namespace=namespace,
+                task=task,
+                waiting_since=entry.waiting_since,
+            )
+        return admitted
 
     async def _start_attempt(
         self,
@@ -291,13 +356,19 @@ class Store:
             "Admitted",
             f"attempt {number} of {spec.retry.max_attempts} admitted",
         )
-        return Admitted(str(run["id"]), number, name)
+        # Waiting since the TaskRun was created, or, for a retry, since it became eligible.
+        since = run["created_at"] if number == 1 else run["eligible_at"] or run["created_at"]
+        return Admitted(str(run["id"]), number, name, since)
 
     # -- attempts ---------------------------------------------------------------------------
 
     async def pod_created(self, run_id: str, number: int) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(q.MARK_POD_CREATED, (run_id, number))
+            row = await (await conn.execute(q.MARK_POD_CREATED, (run_id, number))).fetchone()
+        if row is not None and number == 1:
+            metrics.ADMISSION_LATENCY.labels(row["namespace"], row["task"]).observe(
+                max(0.0, float(row["latency"]))
+            )
 
     async def attempt_running(self, run_id: str, number: int, started_at: dt.datetime) -> bool:
         async with transaction(self.pool) as conn:
@@ -340,93 +411,139 @@ class Store:
         """End an active attempt and decide the run's next step (retry or finish); None if
         the attempt had already ended (a replayed event, another replica)."""
         async with transaction(self.pool) as conn:
-            run = await (await conn.execute(q.LOCK_RUN, (run_id,))).fetchone()
-            attempt = await (await conn.execute(q.GET_ATTEMPT, (run_id, number))).fetchone()
-            if run is None or attempt is None or not attempt["active"]:
-                return None
-            spec = TaskSpec.model_validate(attempt["task_spec"])
-            await conn.execute(
-                q.END_ATTEMPT,
+            ended = await self._end_attempt(conn, run_id, number, outcome, kill, kill_grace)
+        if ended is None:
+            return None
+        # Committed: count and trace what was decided.
+        run, attempt, step = ended
+        namespace, task = run["namespace"], run["task"]
+        metrics.ATTEMPTS_FINISHED.labels(namespace, task, outcome.state).inc()
+        if outcome.reason == "Stalled":
+            metrics.STALLS.labels(namespace, task).inc()
+        tracing.attempt_span(
+            run_id,
+            number,
+            namespace=namespace,
+            task=task,
+            admitted_at=attempt["admitted_at"],
+            state=outcome.state,
+            reason=outcome.reason,
+            message=outcome.message,
+            exit_code=outcome.exit_code,
+        )
+        if step.phase == "Retrying":
+            metrics.RETRIES.labels(namespace, task).inc()
+        else:
+            started = run["started_at"] or attempt["started_at"]
+            metrics.run_finished(namespace, task, step.phase, started)
+            tracing.run_span(
+                run_id,
+                namespace=namespace,
+                name=run["name"],
+                task=task,
+                phase=step.phase,
+                attempts=number,
+                created_at=run["created_at"],
+                message=outcome.message,
+            )
+        return step
+
+    async def _end_attempt(
+        self,
+        conn: Connection,
+        run_id: str,
+        number: int,
+        outcome: Outcome,
+        kill: bool,
+        kill_grace: int | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], NextStep] | None:
+        run = await (await conn.execute(q.LOCK_RUN, (run_id,))).fetchone()
+        attempt = await (await conn.execute(q.GET_ATTEMPT, (run_id, number))).fetchone()
+        if run is None or attempt is None or not attempt["active"]:
+            return None
+        spec = TaskSpec.model_validate(attempt["task_spec"])
+        await conn.execute(
+            q.END_ATTEMPT,
+            {
+                "run_id": run_id,
+                "number": number,
+                "state": outcome.state,
+                "exit_code": outcome.exit_code,
+                "reason": outcome.reason,
+                "message": outcome.message,
+                "kill": kill,
+                "kill_grace": kill_grace,
+            },
+        )
+        if outcome.output is not None:
+            await conn.execute(q.SET_OUTPUT, (Jsonb(outcome.output), run_id))
+        now = dt.datetime.now(dt.UTC)
+        step = next_step(spec, number, outcome, now)
+        error = (
+            None
+            if step.phase == "Succeeded"
+            else Jsonb(
                 {
-                    "run_id": run_id,
-                    "number": number,
-                    "state": outcome.state,
-                    "exit_code": outcome.exit_code,
+                    "type": outcome.reason,
+                    "message": outcome.message,
+                    "retryable": outcome.retryable,
+                    **({"traceback": outcome.traceback} if outcome.traceback else {}),
+                }
+            )
+        )
+        if step.phase == "Retrying":
+            assert step.retry_at is not None
+            await conn.execute(
+                q.RETRY_RUN,
+                {
+                    "id": run_id,
+                    "eligible_at": step.retry_at,
                     "reason": outcome.reason,
                     "message": outcome.message,
-                    "kill": kill,
-                    "kill_grace": kill_grace,
+                    "error": error,
                 },
             )
-            if outcome.output is not None:
-                await conn.execute(q.SET_OUTPUT, (Jsonb(outcome.output), run_id))
-            now = dt.datetime.now(dt.UTC)
-            step = next_step(spec, number, outcome, now)
-            error = (
-                None
-                if step.phase == "Succeeded"
-                else Jsonb(
-                    {
-                        "type": outcome.reason,
-                        "message": outcome.message,
-                        "retryable": outcome.retryable,
-                        **({"traceback": outcome.traceback} if outcome.traceback else {}),
-                    }
-                )
+            await _event(
+                conn,
+                run_id,
+                number,
+                "Warning",
+                "AttemptFailed",
+                f"attempt {number} failed: {outcome.message}",
             )
-            if step.phase == "Retrying":
-                assert step.retry_at is not None
-                await conn.execute(
-                    q.RETRY_RUN,
-                    {
-                        "id": run_id,
-                        "eligible_at": step.retry_at,
-                        "reason": outcome.reason,
-                        "message": outcome.message,
-                        "error": error,
-                    },
-                )
-                await _event(
-                    conn,
-                    run_id,
-                    number,
-                    "Warning",
-                    "AttemptFailed",
-                    f"attempt {number} failed: {outcome.message}",
-                )
-                delay = (step.retry_at - now).total_seconds()
-                await _event(
-                    conn,
-                    run_id,
-                    number,
-                    "Normal",
-                    "RetryScheduled",
-                    f"attempt {number + 1} in {delay:.1f}s",
-                )
-            else:
-                await conn.execute(
-                    q.FINISH_RUN,
-                    {
-                        "id": run_id,
-                        "phase": step.phase,
-                        "reason": outcome.reason,
-                        "message": outcome.message,
-                        "error": error,
-                        "cancel": False,
-                        "deleted_at": None,
-                    },
-                )
-                kind = "Normal" if step.phase == "Succeeded" else "Warning"
-                await _event(
-                    conn,
-                    run_id,
-                    number,
-                    kind,
-                    step.phase,
-                    f"run {step.phase.lower()} after {number} attempt(s): {outcome.message}",
-                )
-            await _wake(conn, run["namespace"], run["task"])
-            return step
+            delay = (step.retry_at - now).total_seconds()
+            await _event(
+                conn,
+                run_id,
+                number,
+                "Normal",
+                "RetryScheduled",
+                f"attempt {number + 1} in {delay:.1f}s",
+            )
+        else:
+            await conn.execute(
+                q.FINISH_RUN,
+                {
+                    "id": run_id,
+                    "phase": step.phase,
+                    "reason": outcome.reason,
+                    "message": outcome.message,
+                    "error": error,
+                    "cancel": False,
+                    "deleted_at": None,
+                },
+            )
+            kind = "Normal" if step.phase == "Succeeded" else "Warning"
+            await _event(
+                conn,
+                run_id,
+                number,
+                kind,
+                step.phase,
+                f"run {step.phase.lower()} after {number} attempt(s): {outcome.message}",
+            )
+        await _wake(conn, run["namespace"], run["task"])
+        return run, attempt, step
 
     # -- what the reconciler polls ----------------------------------------------------------
 
@@ -445,7 +562,19 @@ class Store:
                 await _event(
                     conn, row["id"], None, "Warning", "Expired", "not started within its ttl"
                 )
-            return [row["id"] for row in rows]
+        for row in rows:
+            metrics.run_finished(row["namespace"], row["task"], "Expired")
+            tracing.run_span(
+                str(row["id"]),
+                namespace=row["namespace"],
+                name=row["name"],
+                task=row["task"],
+                phase="Expired",
+                attempts=0,
+                created_at=row["created_at"],
+                message="not started within its ttl",
+            )
+        return [row["id"] for row in rows]
 
 
 def _pending_timeout(spec: TaskSpec, default: dt.timedelta) -> dt.timedelta:

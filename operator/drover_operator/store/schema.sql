@@ -46,10 +46,12 @@ CREATE TABLE drover_runs (
     version          bigint      NOT NULL DEFAULT 1,
     pushed_version   bigint      NOT NULL DEFAULT 0,
     metadata         jsonb       NOT NULL DEFAULT '{}'::jsonb,
-    scheduled_at     timestamptz
+    scheduled_at     timestamptz,
+    -- Admission order among runs created in the same second: the order they were recorded.
+    seq              bigserial
 );
 
-CREATE INDEX drover_runs_waiting ON drover_runs (namespace, task, priority DESC, created_at, id)
+CREATE INDEX drover_runs_waiting ON drover_runs (namespace, task, priority DESC, created_at, seq)
     WHERE phase IN ('Queued', 'Retrying');
 CREATE INDEX drover_runs_unpushed ON drover_runs (id) WHERE version > pushed_version;
 CREATE INDEX drover_runs_by_task ON drover_runs (namespace, task, phase);

@@ -1,0 +1,149 @@
+"""OpenTelemetry traces, optional: without `opentelemetry-sdk` installed (the `tracing` extra),
+or without an exporter configured, everything here does nothing.
+
+Configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns on the OTLP/HTTP exporter, `OTEL_TRACES_EXPORTER`
+`none` turns it off and `console` prints spans; `OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_EXPORTER_OTLP_HEADERS` and the other
+exporter variables apply as usual.
+
+In a task pod the operator sets `TRACEPARENT` (W3C) to the attempt's span: each step the runner
+executes is a `drover.step` span under it, so a run's trace shows admission, attempts and
+steps together. Shared with the operator (which depends on the SDK).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Span, Tracer
+
+
+def enabled_by_env() -> bool:
+    """Whether the environment asks for an exporter."""
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none" or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    if exporter in ("otlp", "console"):
+        return True
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def exporter_from_env() -> SpanExporter | None:
+    """The exporter the environment asks for, or None (then nothing is traced)."""
+    if not enabled_by_env():
+        return None
+    try:
+        if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            return ConsoleSpanExporter()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    except ImportError:
+        return None
+
+
+def make_provider(
+    service_name: str,
+    exporter: SpanExporter,
+    *,
+    batch: bool = True,
+    id_generator: IdGenerator | None = None,
+) -> TracerProvider:
+    """A tracer provider of our own (the global one is left to the application)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    provider = TracerProvider(resource=Resource.create(attributes), id_generator=id_generator)
+    processor: SpanProcessor = (
+        BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    )
+    provider.add_span_processor(processor)
+    return provider
+
+
+# -- the runner's side ------------------------------------------------------------------------
+
+_tracer: Tracer | None = None
+_provider: TracerProvider | None = None
+_parent: Any = None  # the attempt's context, from TRACEPARENT
+_attributes: dict[str, Any] = {}
+
+
+def setup_runner(attributes: dict[str, Any], exporter: SpanExporter | None = None) -> bool:
+    """Trace this attempt's steps when an exporter is configured (or given); True if on."""
+    global _tracer, _provider, _parent, _attributes
+    try:
+        exporter = exporter or exporter_from_env()
+        if exporter is None:
+            return False
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    except ImportError:
+        return False
+    _provider = make_provider("drover-runner", exporter)
+    _tracer = _provider.get_tracer("drover.runner")
+    parent = os.environ.get("TRACEPARENT")
+    _parent = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
+    _attributes = {k: v for k, v in attributes.items() if v is not None}
+    return True
+
+
+def active() -> bool:
+    return _tracer is not None
+
+
+def flush() -> None:
+    if _provider is not None:
+        _provider.force_flush(5000)
+
+
+def shutdown() -> None:
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
+@contextlib.contextmanager
+def step_span(name: str, seq: int, *, replayed: bool = False) -> Iterator[Span | None]:
+    """A `drover.step` span around one step (replayed ones too, marked as such); the
+    exception that fails a step is recorded on it. Nothing when tracing is off."""
+    if _tracer is None:
+        yield None
+        return
+    attributes = {
+        **_attributes,
+        "drover.step.name": name,
+        "drover.step.seq": seq,
+        "drover.step.replayed": replayed,
+    }
+    with _tracer.start_as_current_span(
+        "drover.step", context=_parent, attributes=attributes
+    ) as span:
+        yield span
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the active span, for log records."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"

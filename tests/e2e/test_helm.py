@@ -1,0 +1,144 @@
+"""The Helm chart on the local cluster: install → the operator pod runs `drover-operator run`
+under the chart's ServiceAccount (RBAC as rendered) → a TaskRun succeeds → upgrade → uninstall
+leaves no operator pods."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drover_localcluster.processes import free_port
+from tests.conftest import REPO_ROOT, E2ECluster, wait_for
+from tests.e2e.operator_support import run, task, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+CHART = REPO_ROOT / "helm" / "drover"
+RELEASE = "drover"
+SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+
+
+class Helm:
+    def __init__(self, cluster: E2ECluster, namespace: str, values: Path) -> None:
+        self.cluster, self.namespace, self.values = cluster, namespace, values
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.cluster.local.binaries.helm), *args, "-n", self.namespace],
+            capture_output=True,
+            text=True,
+            env=self.cluster.env,
+            timeout=180,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+        return proc
+
+    def pods(self) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl(
+            "get", "pods", "-n", self.namespace, "-l", SELECTOR, "-o", "json"
+        )
+        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        return items
+
+
+@pytest.fixture
+def helm(cluster: E2ECluster, namespace: str, database: str, tmp_path: Path) -> Iterator[Helm]:
+    # What `make cluster-up` writes to .cluster/helm-values.yaml, with this test's database,
+    # a port of its own and only its namespace watched (other tests run their own operators).
+    values = cluster.local.helm_values(api_port=free_port())
+    values["database"]["url"] = database
+    values["operator"] = {"namespaces": [namespace], "logLevel": "INFO"}
+    path = tmp_path / "values.yaml"
+    path.write_text(json.dumps(values))
+    h = Helm(cluster, namespace, path)
+    yield h
+    h("uninstall", RELEASE, "--ignore-not-found", check=False)
+
+
+def api_port(h: Helm) -> int:
+    port: int = json.loads(h.values.read_text())["api"]["port"]
+    return port
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_operator(h: Helm, *, not_named: str = "") -> str:
+    """The operator pod's name once it is Ready (as the node agent reports it: running) and
+    actually serving /readyz (the node agent runs no probes)."""
+
+    def running() -> str | None:
+        for pod in h.pods():
+            name: str = pod["metadata"]["name"]
+            conditions = pod.get("status", {}).get("conditions") or []
+            is_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+            if name != not_named and is_ready and not pod["metadata"].get("deletionTimestamp"):
+                return name
+        return None
+
+    name = wait_for(running, timeout=120, interval=0.5, what="the operator pod Ready")
+    wait_for(lambda: ready(api_port(h)), timeout=120, interval=0.5, what="/readyz")
+    return name
+
+
+def run_to_success(cluster: E2ECluster, namespace: str, name: str) -> None:
+    run(cluster.client, namespace, name, "hello")
+    wait_phase(cluster.client, namespace, name, "Succeeded", timeout=120)
+
+
+def test_install_run_upgrade_uninstall(cluster: E2ECluster, namespace: str, helm: Helm) -> None:
+    lint = helm("lint", str(CHART), "-f", str(helm.values))
+    assert "0 chart(s) failed" in lint.stdout
+    helm("install", RELEASE, str(CHART), "-f", str(helm.values), "--wait=false")
+    first = wait_operator(helm)
+    pod = next(p for p in helm.pods() if p["metadata"]["name"] == first)
+    # Under the chart's identity, not the admin's: a kubeconfig for its ServiceAccount.
+    assert pod["spec"]["serviceAccountName"] == RELEASE
+    assert pod["spec"]["containers"][0]["command"] == ["drover-operator", "run"]
+    sa = f"system:serviceaccount:{namespace}:{RELEASE}"
+    can = cluster.kubectl(
+        "auth", "can-i", "create", "pods", "-n", namespace, "--as", sa, check=False
+    )
+    assert can.stdout.strip() == "yes"
+    cannot = cluster.kubectl(
+        "auth", "can-i", "get", "secrets", "-n", namespace, "--as", sa, check=False
+    )
+    assert cannot.stdout.strip() == "no"  # writes token Secrets, never reads them
+    elsewhere = cluster.kubectl("auth", "can-i", "list", "pods", "-A", "--as", sa, check=False)
+    assert elsewhere.stdout.strip() == "no"  # namespaced mode: only its namespace
+
+    task(
+        cluster.client, namespace, "hello", {"image": "busybox", "command": ["sh", "-c", "echo hi"]}
+    )
+    run_to_success(cluster, namespace, "hello-1")
+
+    # An upgrade that changes the pod template replaces the operator; runs keep working.
+    helm(
+        "upgrade", RELEASE, str(CHART), "-f", str(helm.values),
+        "--set", "operator.logLevel=DEBUG", "--wait=false",
+    )  # fmt: skip
+    second = wait_operator(helm, not_named=first)
+    assert second != first
+    history = helm("history", RELEASE, "-o", "json")
+    assert [r["revision"] for r in json.loads(history.stdout)] == [1, 2]
+    run_to_success(cluster, namespace, "hello-2")
+
+    helm("uninstall", RELEASE)
+    wait_for(lambda: not helm.pods(), timeout=120, interval=0.5, what="operator pods gone")
+    wait_for(lambda: not ready(api_port(helm)), timeout=30, what="the operator's port closed")
+    # CRDs stay (Helm never deletes them) and so do the user's resources.
+    cluster.kubectl("get", "crd", "taskruns.drover.dev")
