@@ -8,11 +8,11 @@ import json
 import secrets
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
+from tests.conftest import E2ECluster
 from tests.unit.test_crd_bad_manifests import (
     BAD_MANIFESTS,
     VALID_COMMAND_TASK_SPEC,
@@ -23,32 +23,9 @@ from tests.unit.test_crd_bad_manifests import (
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class Cluster(Protocol):
-    """The part of the `cluster` fixture (tests/conftest.py) these tests use."""
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]: ...
-
 
 @pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    # --force-conflicts: another module (or a Helm install) may own the CRD fields already.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/tasks.drover.dev",
-        "crd/taskruns.drover.dev",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture(scope="module")
-def ns(cluster: Cluster, crds: None) -> Iterator[str]:
+def ns(cluster: E2ECluster, drover_crds: None) -> Iterator[str]:
     """One namespace for the whole table: refused objects are never created, so the cases
     cannot interfere, and ~90 namespaces would only slow the suite down."""
     name = f"crd-validation-{secrets.token_hex(3)}"
@@ -58,7 +35,7 @@ def ns(cluster: Cluster, crds: None) -> Iterator[str]:
 
 
 def apply(
-    cluster: Cluster, namespace: str, manifest: dict[str, Any]
+    cluster: E2ECluster, namespace: str, manifest: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl apply --server-side` (strict field validation, kubectl's default)."""
     return cluster.kubectl(
@@ -67,7 +44,7 @@ def apply(
     )  # fmt: skip
 
 
-def get(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
+def get(cluster: E2ECluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout
     result: dict[str, Any] = json.loads(out)
     return result
@@ -81,7 +58,7 @@ def assert_refused(proc: subprocess.CompletedProcess[str], field: str, fragment:
     assert fragment in proc.stderr, proc.stderr
 
 
-def test_valid_manifests_are_accepted(cluster: Cluster, ns: str) -> None:
+def test_valid_manifests_are_accepted(cluster: E2ECluster, ns: str) -> None:
     # The table's manifests are derived from these; they must be fine on their own.
     for manifest in (task(name="ok-sdk"), task(base=VALID_COMMAND_TASK_SPEC), run()):
         proc = apply(cluster, ns, manifest)
@@ -91,11 +68,11 @@ def test_valid_manifests_are_accepted(cluster: Cluster, ns: str) -> None:
 
 
 @pytest.mark.parametrize("case", BAD_MANIFESTS, ids=lambda case: str(case.id))
-def test_bad_manifest_is_refused(cluster: Cluster, ns: str, case: BadManifest) -> None:
+def test_bad_manifest_is_refused(cluster: E2ECluster, ns: str, case: BadManifest) -> None:
     assert_refused(apply(cluster, ns, case.manifest), case.field, case.message or "")
 
 
-def test_defaults_are_filled_in(cluster: Cluster, ns: str) -> None:
+def test_defaults_are_filled_in(cluster: E2ECluster, ns: str) -> None:
     assert (
         apply(cluster, ns, task({"schedule": {"cron": "@hourly"}}, name="defaults")).returncode == 0
     )
@@ -137,7 +114,7 @@ IMMUTABLE_CHANGES = [
     [pytest.param(c, f, id=i) for i, c, f in IMMUTABLE_CHANGES],
 )
 def test_taskrun_spec_is_immutable(
-    cluster: Cluster, ns: str, change: dict[str, Any], field: str
+    cluster: E2ECluster, ns: str, change: dict[str, Any], field: str
 ) -> None:
     name = f"immutable-{secrets.token_hex(3)}"
     original = {
@@ -153,7 +130,7 @@ def test_taskrun_spec_is_immutable(
     assert get(cluster, ns, "taskrun", name)["spec"]["taskRef"] == {"name": "noop"}
 
 
-def test_cancel_can_be_set_but_not_undone(cluster: Cluster, ns: str) -> None:
+def test_cancel_can_be_set_but_not_undone(cluster: E2ECluster, ns: str) -> None:
     assert apply(cluster, ns, run(name="cancel-me")).returncode == 0
     proc = apply(cluster, ns, run({"cancel": True}, name="cancel-me"))
     assert proc.returncode == 0, proc.stderr
@@ -161,7 +138,7 @@ def test_cancel_can_be_set_but_not_undone(cluster: Cluster, ns: str) -> None:
     assert_refused(apply(cluster, ns, run({"cancel": False}, name="cancel-me")), "spec.cancel")
 
 
-def test_status_subresource_is_validated_and_shown(cluster: Cluster, ns: str) -> None:
+def test_status_subresource_is_validated_and_shown(cluster: E2ECluster, ns: str) -> None:
     assert apply(cluster, ns, run(name="with-status")).returncode == 0
     now = "2030-01-01T00:00:00Z"
     status = {
@@ -195,7 +172,7 @@ def test_status_subresource_is_validated_and_shown(cluster: Cluster, ns: str) ->
     assert_refused(bad, "status.attempt")
 
 
-def test_names_and_printer_columns(cluster: Cluster, ns: str) -> None:
+def test_names_and_printer_columns(cluster: E2ECluster, ns: str) -> None:
     assert apply(cluster, ns, task(name="columns")).returncode == 0
     header = cluster.kubectl("get", "-n", ns, "dtask").stdout.split("\n")[0].split()
     for column in ("NAME", "ENTRYPOINT", "SCHEDULE", "LIMIT", "ACTIVE", "QUEUED", "READY", "AGE"):

@@ -4,39 +4,17 @@ written (plus the defaults the CRD fills in)."""
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import yaml
 
 from drover_operator.crd import Task, TaskRun
+from tests.conftest import REPO_ROOT, E2ECluster
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
-
-
-class Cluster(Protocol):
-    """The part of the `cluster` fixture (tests/conftest.py) these tests use."""
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/tasks.drover.dev",
-        "crd/taskruns.drover.dev",
-        "--timeout=60s",
-    )
 
 
 def example_documents() -> list[dict[str, Any]]:
@@ -55,7 +33,7 @@ def is_subset(applied: Any, stored: Any) -> bool:
     return bool(applied == stored)
 
 
-def test_examples_apply_cleanly(cluster: Cluster, crds: None, namespace: str) -> None:
+def test_examples_apply_cleanly(cluster: E2ECluster, drover_crds: None, namespace: str) -> None:
     proc = cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", str(EXAMPLES))
     assert "Warning" not in proc.stderr, proc.stderr
     for doc in example_documents():
