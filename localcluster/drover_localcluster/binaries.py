@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +66,8 @@ def _go() -> str:
     return go
 
 
-def _run_go(args: list[str], cwd: Path, log: Path) -> None:
-    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+def _run_go(args: list[str], cwd: Path, log: Path, **extra_env: str) -> None:
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", **extra_env)
     with log.open("ab") as out:
         out.write(f"\n$ go {' '.join(args)}\n".encode())
         out.flush()
@@ -141,11 +141,22 @@ def _install(staging: Path, target: Path) -> None:
     staging.rename(target)
 
 
-def _build_kubernetes(version: str, target: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="drover-k8s-", dir=target.parent) as tmp:
+@contextlib.contextmanager
+def _workspace(name: str, version: str, target: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(work dir, log file, output dir) for one build; the output is installed as `target`
+    only when the body finishes, so a failed build leaves nothing in the cache."""
+    with tempfile.TemporaryDirectory(prefix=f"drover-{name}-", dir=target.parent) as tmp:
         work = Path(tmp)
-        log = target.parent / f"build-kubernetes-{version}.log"
+        log = target.parent / f"build-{name}-{version}.log"
         log.write_text("")
+        out = work / "bin"
+        out.mkdir()
+        yield work, log, out
+        _install(out, target)
+
+
+def _build_kubernetes(version: str, target: Path) -> None:
+    with _workspace("kubernetes", version, target) as (work, log, out):
         upstream = _mod_file("k8s.io/kubernetes", f"v{version}", work, log)
         (work / "go.mod").write_text(kubernetes_wrapper_gomod(upstream, version))
         major, minor = version.split(".")[:2]
@@ -159,42 +170,24 @@ def _build_kubernetes(version: str, target: Path) -> None:
                 "-X k8s.io/client-go/pkg/version.gitVersion=v" + version,
             ]
         )
-        out = work / "bin"
         packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
         _run_go(["build", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/", *packages], work, log)
-        _install(out, target)
 
 
 def _build_etcd(version: str, target: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="drover-etcd-", dir=target.parent) as tmp:
-        work = Path(tmp)
-        log = target.parent / f"build-etcd-{version}.log"
-        log.write_text("")
+    with _workspace("etcd", version, target) as (work, log, out):
         upstream = _mod_file("go.etcd.io/etcd/server/v3", f"v{version}", work, log)
         (work / "go.mod").write_text(etcd_wrapper_gomod(upstream, version))
-        out = work / "bin"
-        out.mkdir()
         ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{version}"
         args = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / "etcd")]
         _run_go([*args, "go.etcd.io/etcd/server/v3"], work, log)
-        _install(out, target)
 
 
 def _build_helm(version: str, target: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="drover-helm-", dir=target.parent) as tmp:
-        work = Path(tmp)
-        log = target.parent / f"build-helm-{version}.log"
-        log.write_text("")
-        out = work / "bin"
-        out.mkdir()
+    with _workspace("helm", version, target) as (work, log, out):
         ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version=v{version}"
-        env_args = ["install", "-trimpath", "-ldflags", ldflags]
-        os.environ["GOBIN"] = str(out)
-        try:
-            _run_go([*env_args, f"helm.sh/helm/v3/cmd/helm@v{version}"], work, log)
-        finally:
-            del os.environ["GOBIN"]
-        _install(out, target)
+        args = ["install", "-trimpath", "-ldflags", ldflags]
+        _run_go([*args, f"helm.sh/helm/v3/cmd/helm@v{version}"], work, log, GOBIN=str(out))
 
 
 def promtool_wrapper_gomod(upstream_mod: str, version: str) -> str:
@@ -209,17 +202,27 @@ def promtool_wrapper_gomod(upstream_mod: str, version: str) -> str:
 
 
 def _build_promtool(version: str, target: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="drover-promtool-", dir=target.parent) as tmp:
-        work = Path(tmp)
-        log = target.parent / f"build-promtool-{version}.log"
-        log.write_text("")
+    with _workspace("promtool", version, target) as (work, log, out):
         upstream = _mod_file("github.com/prometheus/prometheus", f"v{version}", work, log)
         (work / "go.mod").write_text(promtool_wrapper_gomod(upstream, version))
-        out = work / "bin"
-        out.mkdir()
         args = ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "promtool")]
         _run_go([*args, "github.com/prometheus/prometheus/cmd/promtool"], work, log)
-        _install(out, target)
+
+
+def _ensure(
+    root: Path,
+    target: Path,
+    commands: tuple[str, ...],
+    build: Callable[[str, Path], None],
+    version: str,
+) -> None:
+    """Build `target` unless all its commands are cached (call under the build lock)."""
+    if all((target / c).is_file() for c in commands):
+        return
+    _log(f"building {target.name} from Go modules (cached in {root}) ...")
+    started = time.monotonic()
+    build(version, target)
+    _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
 
 
 def ensure_promtool(versions: Versions | None = None) -> Path:
@@ -229,11 +232,7 @@ def ensure_promtool(versions: Versions | None = None) -> Path:
     root = cache_root() / "bin"
     target = root / f"promtool-{versions.prometheus}"
     with _build_lock(root):
-        if not (target / "promtool").is_file():
-            _log(f"building {target.name} from Go modules (cached in {root}) ...")
-            started = time.monotonic()
-            _build_promtool(versions.prometheus, target)
-            _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
+        _ensure(root, target, ("promtool",), _build_promtool, versions.prometheus)
     return target / "promtool"
 
 
@@ -251,12 +250,7 @@ def ensure_binaries(versions: Versions | None = None) -> Binaries:
     ]
     with _build_lock(root):
         for target, commands, build, version in wanted:
-            if all((target / c).is_file() for c in commands):
-                continue
-            _log(f"building {target.name} from Go modules (cached in {root}) ...")
-            started = time.monotonic()
-            build(version, target)
-            _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
+            _ensure(root, target, commands, build, version)
     return Binaries(
         kube_apiserver=kube / "kube-apiserver",
         kube_controller_manager=kube / "kube-controller-manager",
