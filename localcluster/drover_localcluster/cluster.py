@@ -143,7 +143,7 @@ class LocalCluster:
             self.down()
         self.directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.directory / "logs", ignore_errors=True)
-        binaries = self.binaries
+        self.binaries  # noqa: B018 - build any missing binary before starting anything
         self.state = ClusterState(
             marker=f"drover-{secrets.token_hex(6)}",
             ports={
@@ -167,7 +167,6 @@ class LocalCluster:
         except BaseException:
             self.down()
             raise
-        assert binaries is self.binaries
         self._write_env_files()
 
     def down(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import shutil
 from pathlib import Path
@@ -298,8 +297,6 @@ class PodWorker:
         if self.processes:
             await self._stop_all(self._grace_seconds())
         if not self.gone:
-            if self.phase == "Pending" and self.main and all(not r.running for r in self.main):
-                pass
             await self.report()
             await self.agent.delete_pod(self.namespace, self.name, self.uid)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -332,6 +329,3 @@ class PodWorker:
     async def _notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
-
-    def start_time_of(self) -> dt.datetime:
-        return self.start_time
