@@ -149,18 +149,17 @@ class Engine:
         if event == "DELETED":
             await self._pod_gone(key)
             return
-        rows = await self.store.fetch(
-            "SELECT task_spec FROM drover_attempts WHERE run_id = %s AND number = %s",
-            (run_id, key[1]),
-        )
-        if not rows:
-            return
-        task = TaskSpec.model_validate(rows[0]["task_spec"])
         started = started_at(pod)
         if started is not None and key not in self._seen_running:
             await self.store.attempt_running(run_id, key[1], started)
             self._seen_running.add(key)
-        outcome = pod_outcome(pod, task)
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            return
+        # Only a finished pod needs the attempt's Task spec (which exit codes are final).
+        rows = await self.store.fetch(q.ATTEMPT_TASK_SPEC, (run_id, key[1]))
+        if not rows:
+            return
+        outcome = pod_outcome(pod, TaskSpec.model_validate(rows[0]["task_spec"]))
         if outcome is not None:
             if await self.store.finish_attempt(run_id, key[1], outcome):
                 self.wake()

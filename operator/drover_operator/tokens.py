@@ -15,6 +15,7 @@ import uuid
 
 from psycopg_pool import AsyncConnectionPool
 
+from drover_operator.store import queries as q
 from drover_operator.store.db import Connection
 
 _KEY_NAME = "attempt-token-hmac"
@@ -23,13 +24,8 @@ _KEY_NAME = "attempt-token-hmac"
 async def signing_key(pool: AsyncConnectionPool[Connection]) -> bytes:
     """The shared key, created by whichever replica asks first."""
     async with pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO drover_keys (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (_KEY_NAME, secrets.token_bytes(32)),
-        )
-        row = await (
-            await conn.execute("SELECT value FROM drover_keys WHERE name = %s", (_KEY_NAME,))
-        ).fetchone()
+        await conn.execute(q.INSERT_KEY, (_KEY_NAME, secrets.token_bytes(32)))
+        row = await (await conn.execute(q.GET_KEY, (_KEY_NAME,))).fetchone()
     assert row is not None
     return bytes(row["value"])
 

@@ -134,6 +134,8 @@ SET phase = 'Running', started_at = COALESCE(started_at, %s), version = version 
 WHERE id = %s AND phase = 'Starting'
 """
 
+ATTEMPT_TASK_SPEC = "SELECT task_spec FROM drover_attempts WHERE run_id = %s AND number = %s"
+
 MARK_POD_CREATED = """
 UPDATE drover_attempts a SET pod_created = true
 FROM drover_runs r
@@ -301,3 +303,9 @@ ORDER BY created_at DESC LIMIT 1
 """
 
 RUN_STEP_NAMES = "SELECT seq, name FROM drover_steps WHERE run_id = %s ORDER BY seq"
+
+# -- shared keys ----------------------------------------------------------------------------
+
+INSERT_KEY = "INSERT INTO drover_keys (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+GET_KEY = "SELECT value FROM drover_keys WHERE name = %s"
