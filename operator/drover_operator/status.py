@@ -15,12 +15,7 @@ def _ts(value: dt.datetime | None) -> str | None:
 
 
 def _condition(
-    kind: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int | None,
-    since: dt.datetime | None = None,
+    kind: str, status: str, reason: str, message: str, generation: int | None
 ) -> dict[str, Any]:
     return {
         "type": kind,
@@ -28,33 +23,31 @@ def _condition(
         "reason": reason,
         "message": message[:32768],
         "observedGeneration": generation,
-        "lastTransitionTime": _ts(since or dt.datetime.now(dt.UTC)),
     }
 
 
 def _succeeded_condition(run: dict[str, Any]) -> dict[str, Any]:
     phase, generation = run["phase"], run["generation"]
-    # The condition's status changes only when the run finishes: Unknown until then.
-    finished, recorded = run.get("finished_at"), run.get("recorded_at")
+    message = run.get("message") or phase
     if phase == "Succeeded":
-        return _condition(
-            "Succeeded", "True", "Succeeded", run.get("message") or "", generation, finished
-        )
-    if phase in FINISHED:
-        reason = run.get("reason") or phase
-        return _condition(
-            "Succeeded", "False", reason, run.get("message") or phase, generation, finished
-        )
-    if phase == "Queued" and not run.get("task_exists", True):
+        status, reason, message = "True", "Succeeded", run.get("message") or ""
+    elif phase in FINISHED:
+        status, reason = "False", run.get("reason") or phase
+    elif phase == "Queued" and not run.get("task_exists", True):
+        status, reason = "Unknown", "TaskNotFound"
         message = f'Task "{run["task"]}" not found in namespace "{run["namespace"]}"'
-        return _condition("Succeeded", "Unknown", "TaskNotFound", message, generation, recorded)
-    if phase == "Queued" and run.get("task_invalid"):
+    elif phase == "Queued" and run.get("task_invalid"):
+        status, reason = "Unknown", "TaskNotReady"
         message = f'Task "{run["task"]}" is not ready: {run["task_invalid"]}'
-        return _condition("Succeeded", "Unknown", "TaskNotReady", message, generation, recorded)
-    reason = run.get("reason") if phase == "Retrying" else phase
-    return _condition(
-        "Succeeded", "Unknown", reason or phase, run.get("message") or phase, generation, recorded
-    )
+    else:
+        status = "Unknown"
+        reason = (run.get("reason") if phase == "Retrying" else phase) or phase
+    # The condition's status changes only when the run finishes: Unknown until then.
+    since = run.get("finished_at") if status != "Unknown" else run.get("recorded_at")
+    return {
+        **_condition("Succeeded", status, reason, message, generation),
+        "lastTransitionTime": _ts(since or dt.datetime.now(dt.UTC)),
+    }
 
 
 def _attempt(row: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +107,6 @@ def task_status(counts: dict[str, Any]) -> dict[str, Any]:
         invalid or "the Task is valid and runs are admitted",
         counts["generation"],
     )
-    del ready["lastTransitionTime"]
     return {
         "observedGeneration": counts["generation"],
         "active": counts["active"],
