@@ -66,7 +66,7 @@ class Converger:
                     await self._write_token_secret(request)
                 await self.client.create(codecs.from_dict(build_pod(request)))
             except ApiError as exc:
-                if exc.status.code != 409 or not await self._adoptable(row):
+                if exc.status.code != 409 or not await self._is_ours(row):
                     log.warning(
                         "creating pod %s/%s: %s",
                         row["namespace"],
@@ -87,9 +87,10 @@ class Converger:
         secret = codecs.from_dict(token_secret(request, token))
         await self.client.apply(secret, force=True)
 
-    async def _adoptable(self, row: dict[str, Any]) -> bool:
-        """AlreadyExists: ours if it belongs to this run (a crash between deciding and
-        creating); a same-named pod of an older, deleted TaskRun is not."""
+    async def _is_ours(self, row: dict[str, Any]) -> bool:
+        """Whether the attempt's pod exists and belongs to its run. Pod names repeat when a
+        TaskRun is deleted and created again: a same-named pod of the other run is never
+        adopted (after AlreadyExists) nor stopped."""
         pod = await self.get_pod(row["namespace"], row["pod_name"])
         labels = (pod or {}).get("metadata", {}).get("labels") or {}
         return labels.get(LABEL_RUN_UID) == str(row["run_id"])
@@ -107,10 +108,7 @@ class Converger:
     async def kill_pods(self) -> None:
         for row in await self.store.fetch(q.PODS_TO_KILL, (_BATCH,)):
             try:
-                pod = await self.get_pod(row["namespace"], row["pod_name"])
-                labels = (pod or {}).get("metadata", {}).get("labels") or {}
-                if pod is None or labels.get(LABEL_RUN_UID) != str(row["run_id"]):
-                    # Gone, or a same-named pod of a newer TaskRun: not ours to stop.
+                if not await self._is_ours(row):  # gone already, or another run's
                     await self.store.execute(q.KILLED, (row["run_id"], row["number"]))
                     continue
                 await self.client.delete(
