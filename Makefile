@@ -5,19 +5,28 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help bootstrap binaries cluster-up cluster-down dev test test-unit test-e2e lint fmt crds helm-lint openapi bench clean
+.PHONY: help bootstrap binaries tools cluster-up cluster-down dev test test-unit test-store test-e2e lint fmt crds docs helm-lint openapi bench clean
+
+# Tests run in parallel (pytest-xdist): they share one cluster and one Postgres, and each
+# isolates itself with a namespace and a database of its own.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
-	scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml uv.lock runner/pyproject.toml operator/pyproject.toml \
+		localcluster/pyproject.toml scripts/bootstrap.sh
+	VENV=$(VENV) scripts/bootstrap.sh
 	@touch $@
 
 bootstrap: $(VENV)/.installed  ## System packages and the Python venv
 
-binaries: bootstrap  ## Build (once, cached) kube-apiserver & co., etcd and helm from Go modules
+binaries: bootstrap  ## Build (once, cached) kube-apiserver & co. and etcd from Go modules
 	$(PY) -m drover_localcluster build
+
+tools: bootstrap  ## Build (once, cached) helm and promtool, which only some tests need
+	$(PY) -m drover_localcluster build --with helm --with promtool
 
 cluster-up: binaries  ## Start the local cluster in the background; writes .cluster/env
 	$(PY) -m drover_localcluster up --dir $(CLUSTER_DIR)
@@ -38,21 +47,27 @@ dev: cluster-up  ## Bring everything up, apply the examples and run the operator
 	@echo "  kubectl describe taskrun sync-customer-tenant-42"
 	@echo "Stop the operator with Ctrl-C and the cluster with: make cluster-down"
 	@echo
-	@source $(CLUSTER_DIR)/env && exec $(VENV)/bin/drover-operator run --standalone
+	@source $(CLUSTER_DIR)/env && exec $(VENV)/bin/drover-operator run
 
-test: binaries  ## Unit and end-to-end tests (starts its own throwaway cluster)
-	$(VENV)/bin/pytest
+test: binaries tools  ## Every test: unit, store, end to end (its own throwaway cluster)
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
-test-unit: bootstrap  ## Unit tests only
-	$(VENV)/bin/pytest tests/unit
+test-unit: bootstrap  ## Unit tests only: pure logic, no Postgres, no cluster, no Go tools
+	$(VENV)/bin/pytest -m "not e2e and not postgres and not tools and not packaging"
 
-test-e2e: binaries  ## End-to-end tests only
-	$(VENV)/bin/pytest tests/e2e
+test-store: bootstrap  ## The store against a real Postgres (no cluster)
+	$(VENV)/bin/pytest -m postgres
 
-lint: bootstrap  ## ruff and mypy --strict
+test-e2e: binaries tools  ## End-to-end tests only
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m e2e
+
+lint: bootstrap  ## ruff, mypy --strict, the import layers, generated files up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m drover_operator.settings --check
+	$(PY) -m drover_operator.api.openapi --check
 
 fmt: bootstrap  ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
@@ -62,14 +77,17 @@ crds: bootstrap  ## Generate crds/*.yaml from the pydantic models (and copy them
 	$(PY) -m drover_operator.crd
 	cp crds/*.yaml helm/drover/crds/
 
-helm-lint: binaries  ## helm lint and the chart's unit tests
-	$(VENV)/bin/pytest tests/unit/test_helm_chart.py
+docs: bootstrap  ## Regenerate the settings table in docs/operator.md
+	$(PY) -m drover_operator.settings
+
+helm-lint: bootstrap  ## helm lint and the chart's unit tests
+	$(VENV)/bin/pytest tests/tools/test_helm_chart.py
 
 openapi: bootstrap  ## Generate docs/openapi.json from the run API's wire models
 	$(PY) -m drover_operator.api.openapi
 
 bench: binaries  ## Benchmarks against their peers (Kubernetes Jobs, DBOS); prints figures
-	$(VENV)/bin/pip install -q -e '.[bench]'
+	VENV=$(VENV) BOOTSTRAP_GROUPS="--group bench" scripts/bootstrap.sh
 	$(PY) -m bench.bench_operator
 	$(PY) -m bench.bench_steps
 

@@ -28,8 +28,16 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
+# Python dependencies: the three distributions of this repository (editable) and the
+# development tools, at the versions pinned in uv.lock. uv itself comes from PyPI, pinned here;
+# its download cache (~/.cache/uv) makes a second install take seconds.
+UV_VERSION=0.13.9
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[dev]'
+if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
+# --inexact: keep uv itself (installed above with pip) in the venv.
+UV_PROJECT_ENVIRONMENT="$VENV" "$VENV/bin/uv" sync --frozen --inexact --all-packages \
+  --python "$VENV/bin/python" ${BOOTSTRAP_GROUPS:-}

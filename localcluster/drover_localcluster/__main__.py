@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from drover_localcluster.binaries import ensure_binaries, ensure_promtool
+from drover_localcluster.binaries import ensure_binaries, ensure_helm, ensure_promtool
 from drover_localcluster.cluster import LocalCluster, wait_seconds
 from drover_localcluster.errors import LocalClusterError
 
@@ -15,6 +15,14 @@ from drover_localcluster.errors import LocalClusterError
 def main() -> None:
     parser = argparse.ArgumentParser(prog="drover-localcluster", description=__doc__)
     parser.add_argument("command", choices=["build", "up", "down", "status"])
+    parser.add_argument(
+        "--with",
+        dest="extra",
+        action="append",
+        choices=["helm", "promtool"],
+        default=[],
+        help="build: also build this tool (the chart's and the metrics tests'); repeatable",
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -26,7 +34,10 @@ def main() -> None:
     try:
         if args.command == "build":
             binaries = ensure_binaries()
-            ensure_promtool()  # for the metrics tests; not needed to start a cluster
+            if "helm" in args.extra:
+                ensure_helm()
+            if "promtool" in args.extra:
+                ensure_promtool()
             print(f"binaries ready in {binaries.kubectl.parent.parent}")
             return
         cluster = LocalCluster(args.dir)

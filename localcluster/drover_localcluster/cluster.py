@@ -201,8 +201,9 @@ class LocalCluster:
 
     # -- nodes -------------------------------------------------------------------------------
 
-    def start_node(self, name: str) -> int:
-        """Start a node agent registering Node `name`; wait until the Node is Ready."""
+    def start_node(self, name: str, *, taints: list[dict[str, str]] | None = None) -> int:
+        """Start a node agent registering Node `name` (with `taints`, e.g. so that other
+        tests' pods are never scheduled there); wait until the Node is Ready."""
         assert self.state is not None
         cp = self.control_plane
         serving = cp.ca.issue(f"node-{name}-serving", name, hosts=("127.0.0.1", name), server=True)
@@ -224,6 +225,7 @@ class LocalCluster:
             lease_duration_s=self.timing.lease_duration_s,
             lease_renew_s=self.timing.lease_renew_s,
             status_update_s=self.timing.node_status_update_s,
+            taints=list(taints or []),
         )
         config_file = self.directory / "nodes" / f"{name}.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,32 +1,18 @@
-"""`drover-operator run`: migrate the database, then run the operator."""
+"""`drover-operator run` and `drover-operator migrate`: settings from the environment and
+flags, validated before anything starts."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import signal
+import os
 import sys
-from typing import Any
 
-import kopf
-from pydantic import ValidationError
-
-from drover._logs import JsonFormatter
-from drover_operator import handlers, metrics, tracing
-from drover_operator.api.app import serve
-from drover_operator.converge import Converger
-from drover_operator.engine import Engine
-from drover_operator.history import HistoryCleaner
-from drover_operator.kube import make_client
-from drover_operator.scheduler import Scheduler
-from drover_operator.settings import Settings
-from drover_operator.store.db import open_pool
+from drover.protocol.telemetry import JsonFormatter
+from drover_operator import settings as operator_settings
+from drover_operator.errors import DroverOperatorError
 from drover_operator.store.migrate import migrate
-from drover_operator.store.runs import Store
-from drover_operator.tokens import signing_key
-
-log = logging.getLogger("drover_operator")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,91 +35,51 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--peering", default=None, help="kopf peering name (DROVER_PEERING)")
     run.add_argument("--database-url", default=None, help="Postgres DSN (DROVER_DATABASE_URL)")
-    commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate_command = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate_command.add_argument("--database-url", default=None, help="Postgres DSN")
     return parser
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in vars(args).items()
-        if key in Settings.model_fields and value is not None
+def load_settings(args: argparse.Namespace) -> operator_settings.OperatorSettings:
+    """Settings from `DROVER_*` and the flags (which win); exits naming every bad value."""
+    namespaces = getattr(args, "namespaces", None)
+    flags = {
+        "DROVER_NAMESPACES": ",".join(namespaces) if namespaces else None,
+        "DROVER_STANDALONE": "true" if getattr(args, "standalone", None) else None,
+        "DROVER_PEERING": getattr(args, "peering", None),
+        "DROVER_DATABASE_URL": getattr(args, "database_url", None),
     }
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"DROVER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise SystemExit(f"drover-operator: invalid settings: {problems}") from exc
+        return operator_settings.load(os.environ, flags)
+    except DroverOperatorError as exc:
+        raise SystemExit(f"drover-operator: {exc}") from None
 
 
-async def run(settings: Settings) -> None:
-    applied = await migrate(settings.database_url)
-    if applied:
-        log.info("applied database migrations %s", applied)
-    pool = await open_pool(settings.database_url, settings.database_pool_size)
-    metrics.watch_pool(pool.get_stats)
-    if tracing.configure():
-        log.info("tracing: exporting spans as the OTEL_* environment configures")
-    client = make_client()
-    store = Store(pool, await signing_key(pool))
-    # The API is served by every replica, whether or not its kopf handlers are active.
-    api = await serve(store, client, settings.api_host, settings.api_port)
-    engine = Engine(settings, store, Converger(settings, store, client))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    assert handlers  # registered on import
-
-    async def handlers_then_stop() -> None:
-        # kopf takes over SIGTERM/SIGINT; when it stops, everything else stops with it.
-        try:
-            await kopf.operator(
-                clusterwide=not settings.namespaces,
-                namespaces=settings.namespaces,
-                standalone=settings.standalone,
-                # Naming a peering makes it mandatory in kopf, so only name it when peering.
-                peering_name=None if settings.standalone else settings.peering,
-                memo=kopf.Memo(engine=engine),
-                stop_flag=stop,
-            )
-        finally:
-            stop.set()
-
-    operator = asyncio.create_task(handlers_then_stop())
-    try:
-        await asyncio.gather(
-            operator,
-            engine.run(stop),
-            Scheduler(settings, store, client).run(stop),
-            HistoryCleaner(settings, store, client).run(stop),
-        )
-    finally:
-        stop.set()
-        await api.cleanup()
-        await client.close()
-        await pool.close()
-        tracing.shutdown()
+def _configure_logging(settings: operator_settings.OperatorSettings) -> None:
+    logging.basicConfig(
+        level=settings.logging.level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger().setLevel(settings.logging.level)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    # kopf reports every handled event at INFO; failures still show as warnings and errors.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if settings.logging.format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    # kopf reports every handled event at INFO; failures still show as warnings and errors.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = load_settings(args)
-    logging.getLogger().setLevel(settings.log_level.upper())
-    if settings.log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
+    _configure_logging(settings)
     if args.command == "migrate":
-        print(asyncio.run(migrate(settings.database_url)))
+        print(asyncio.run(migrate(settings.database.url)))
         return
-    asyncio.run(run(settings))
+    from drover_operator.main import run  # kopf is imported only to run
+
+    try:
+        asyncio.run(run(settings))
+    except DroverOperatorError as exc:
+        raise SystemExit(f"drover-operator: {exc}") from None

@@ -11,3 +11,7 @@ class ConfigurationError(DroverOperatorError):
 
 class MigrationError(DroverOperatorError):
     """The database schema could not be brought up to date."""
+
+
+class PeeringError(DroverOperatorError):
+    """The operator cannot take part in peering; the message says what to do."""

@@ -12,9 +12,8 @@ from typing import Any, cast
 
 import kopf
 
-from drover_operator.crd import GROUP, VERSION
-from drover_operator.engine import Engine
-from drover_operator.pods import LABEL_RUN_UID
+from drover.protocol.names import GROUP, LABEL_RUN_UID, VERSION
+from drover_operator.engine.runs import Engine
 
 
 def _object(event: kopf.RawEvent) -> dict[str, Any]:
@@ -33,7 +32,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.batching.batch_window = 0.01
 
 
 @kopf.on.event(GROUP, VERSION, "tasks")

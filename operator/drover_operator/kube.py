@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import httpx2
 from lightkube import AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 
-from drover_operator.crd import GROUP, VERSION
+from drover.protocol.names import GROUP, VERSION
 
 TaskResource = create_namespaced_resource(GROUP, VERSION, "Task", "tasks")
 TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
 
 FIELD_MANAGER = "drover-operator"
-FINALIZER = "drover.dev/run-record"
+
+#: The API server could not be reached, or the connection broke: retried on the next pass.
+NETWORK_ERRORS = (httpx2.HTTPError,)
 
 
 def make_client() -> AsyncClient:

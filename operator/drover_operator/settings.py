@@ -1,76 +1,293 @@
-"""Operator settings, from environment variables (`DROVER_*`) and command-line flags.
+"""Operator settings: typed, grouped, read from `DROVER_*` environment variables (and a few
+command-line flags), and validated once at start-up.
 
-| variable | default | meaning |
-|---|---|---|
-| `DROVER_DATABASE_URL` | (required) | Postgres DSN, e.g. `postgresql://user:pw@host:5432/drover` |
-| `DROVER_DATABASE_POOL_SIZE` | 10 | connections in the operator's pool |
-| `DROVER_NAMESPACES` | (all) | comma-separated namespaces to watch; empty = cluster-wide |
-| `DROVER_PEERING` | `drover` | kopf peering name; replicas with the same name elect one active |
-| `DROVER_STANDALONE` | false | run without peering (a single replica, e.g. development) |
-| `DROVER_TICK_SECONDS` | 1.0 | how often timers are checked when nothing wakes the loop |
-| `DROVER_ATTEMPTS_IN_STATUS` | 10 | how many recent attempts `status.attempts` keeps |
-| `DROVER_OUTPUT_LIMIT_BYTES` | 4096 | `status.output` is cut past this (full in Postgres) |
-| `DROVER_DEFAULT_PENDING_TIMEOUT` | `10m` | `timeouts.pending` when a Task sets none |
-| `DROVER_LOG_LEVEL` | `INFO` | operator log level |
-| `DROVER_API_HOST` | `0.0.0.0` | where the HTTP API (run API, metrics, probes) listens |
-| `DROVER_API_PORT` | 8080 | its port |
-| `DROVER_API_URL` | `http://127.0.0.1:<port>` | the API's URL as task pods reach it |
-| `DROVER_POD_RETENTION` | `5m` | pods of finished runs are deleted this long after the run ends |
-| `DROVER_HISTORY_RETENTION` | `720h` | records of deleted TaskRuns are purged after; `0s`: never |
-| `DROVER_LOG_FORMAT` | `text` | `json`: one JSON object per line (also given to SDK task pods) |
-| `DROVER_RUNNER_OTLP_ENDPOINT` | (none) | OTLP endpoint given to SDK task pods (step spans) |
+Each field names its environment variable with `Env(...)`; its docstring is its documentation
+(`python -m drover_operator.settings` writes the table in `docs/operator.md`, and a test
+checks it is current). A bad value stops the operator before it does anything, with an
+error naming the variable. Durations are `timedelta`s, parsed once.
+
+The variables are flat (`DROVER_API_PORT`, `DROVER_POD_RETENTION`) because they are a
+contract with the Helm chart and existing deployments; the groups are how the code reads
+them (`settings.api.port`, `settings.retention.pods`). kopf's `OperatorSettings` is the model.
+This loader is written here rather than taken from pydantic-settings, whose nested models
+read variables named after the nesting (`DROVER_RETENTION__PODS`), not the flat names we keep.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Literal
+import datetime as dt
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from drover_operator.crd.durations import parse_duration
+from drover_operator.crd.durations import format_duration, parse_duration
+from drover_operator.errors import ConfigurationError
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DROVER_", extra="ignore")
+@dataclass(frozen=True)
+class Env:
+    """The environment variable a setting is read from (and its command-line flag, if any)."""
 
-    database_url: str = Field(min_length=1)
-    database_pool_size: int = Field(default=10, ge=2, le=200)
-    # NoDecode: the env value is comma-separated (split below), not JSON.
-    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    peering: str = "drover"
-    standalone: bool = False
-    tick_seconds: float = Field(default=1.0, gt=0, le=60)
-    attempts_in_status: int = Field(default=10, ge=1, le=100)
-    output_limit_bytes: int = Field(default=4096, ge=0, le=262_144)
-    default_pending_timeout: str = "10m"
-    log_level: str = "INFO"
-    api_host: str = "0.0.0.0"
-    api_port: int = Field(default=8080, ge=0, le=65535)
-    api_url: str | None = None
-    pod_retention: str = "5m"
-    history_retention: str = "720h"
-    log_format: Literal["text", "json"] = "text"
-    runner_otlp_endpoint: str = ""
+    name: str
+    flag: str | None = None
 
-    @field_validator("namespaces", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
-    @field_validator("pod_retention", "history_retention")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)  # raises ValueError with the reason
-        return value
+def _duration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value.strip())
+    return value
+
+
+def _seconds(value: object) -> object:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return dt.timedelta(seconds=float(value))
+    return value
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+#: A Go-style duration string (`90s`, `5m`, `1h30m`), as in Task specs.
+Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
+#: A number of seconds (`0.5`).
+Seconds = Annotated[dt.timedelta, BeforeValidator(_seconds)]
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class DatabaseSettings(Group):
+    """Postgres, where every decision is recorded."""
+
+    url: Annotated[str, Env("DROVER_DATABASE_URL", "--database-url"), Field(min_length=1)]
+    """Postgres DSN, e.g. `postgresql://drover:…@db:5432/drover` (required)."""
+    pool_size: Annotated[int, Env("DROVER_DATABASE_POOL_SIZE"), Field(ge=2, le=200)] = 10
+    """Connections in the operator's pool."""
+
+
+class WatchSettings(Group):
+    """What the kopf handlers watch, and which replica runs them."""
+
+    namespaces: Annotated[
+        list[str], Env("DROVER_NAMESPACES", "-n"), BeforeValidator(_comma_list)
+    ] = Field(default_factory=list)
+    """Comma-separated namespaces to watch; empty: all namespaces."""
+    peering: Annotated[str, Env("DROVER_PEERING", "--peering"), Field(min_length=1)] = "drover"
+    """kopf peering name: replicas with the same name elect one active (see "Replicas and
+    peering")."""
+    standalone: Annotated[bool, Env("DROVER_STANDALONE", "--standalone")] = False
+    """Run without peering (a single replica, e.g. development)."""
+
+
+class LoopSettings(Group):
+    """The reconcile loop and the loops beside it."""
+
+    tick: Annotated[
+        Seconds,
+        Env("DROVER_TICK_SECONDS"),
+        Field(gt=dt.timedelta(0), le=dt.timedelta(seconds=60)),
+    ] = dt.timedelta(seconds=1)
+    """Seconds: the longest a loop waits between passes when nothing wakes it."""
+    batch_size: Annotated[int, Env("DROVER_BATCH_SIZE"), Field(ge=1, le=10_000)] = 200
+    """Rows each step of a pass handles at most (pods to create, statuses to push, …)."""
 
     @property
-    def pod_api_url(self) -> str:
-        return self.api_url or f"http://127.0.0.1:{self.api_port}"
+    def history_interval(self) -> dt.timedelta:
+        """How often history cleanup runs."""
+        return max(dt.timedelta(seconds=1), 5 * self.tick)
+
+
+class RunSettings(Group):
+    """Defaults and limits for runs."""
+
+    attempts_in_status: Annotated[int, Env("DROVER_ATTEMPTS_IN_STATUS"), Field(ge=1, le=100)] = 10
+    """Attempts kept in `status.attempts` (all are in Postgres)."""
+    output_limit_bytes: Annotated[
+        int, Env("DROVER_OUTPUT_LIMIT_BYTES"), Field(ge=0, le=262_144)
+    ] = 4096
+    """`status.output` is cut past this (`outputTruncated: true`; the full output is in
+    Postgres and the API)."""
+    default_pending_timeout: Annotated[
+        Duration, Env("DROVER_DEFAULT_PENDING_TIMEOUT"), Field(gt=dt.timedelta(0))
+    ] = dt.timedelta(minutes=10)
+    """`timeouts.pending` for Tasks that set none."""
+
+
+class ApiSettings(Group):
+    """The HTTP API: run API, `/metrics`, probes."""
+
+    host: Annotated[str, Env("DROVER_API_HOST")] = "0.0.0.0"
+    """Where the API listens."""
+    port: Annotated[int, Env("DROVER_API_PORT"), Field(ge=0, le=65535)] = 8080
+    """Its port."""
+    url: Annotated[str | None, Env("DROVER_API_URL")] = None
+    """The API's URL as task pods reach it (the chart sets the Service URL); default
+    `http://127.0.0.1:<port>`."""
 
     @property
-    def pending_timeout(self) -> timedelta:
-        return parse_duration(self.default_pending_timeout)
+    def pod_url(self) -> str:
+        return self.url or f"http://127.0.0.1:{self.port}"
+
+
+class RetentionSettings(Group):
+    """How long finished runs leave traces (see docs/schedules.md#history)."""
+
+    pods: Annotated[Duration, Env("DROVER_POD_RETENTION")] = dt.timedelta(minutes=5)
+    """Pods of finished runs are deleted this long after the run finished."""
+    history: Annotated[Duration, Env("DROVER_HISTORY_RETENTION")] = dt.timedelta(hours=720)
+    """Records of deleted TaskRuns are purged from Postgres this long after the run
+    finished; `0s`: never."""
+
+
+class LoggingSettings(Group):
+    """The operator's own logs."""
+
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        Env("DROVER_LOG_LEVEL"),
+        BeforeValidator(_upper),
+    ] = "INFO"
+    """Log level."""
+    format: Annotated[Literal["text", "json"], Env("DROVER_LOG_FORMAT")] = "text"
+    """`json`: one JSON object per line, with run, attempt and trace ids (also given to SDK
+    task pods)."""
+
+
+class RunnerSettings(Group):
+    """What SDK task pods are given."""
+
+    otlp_endpoint: Annotated[str, Env("DROVER_RUNNER_OTLP_ENDPOINT")] = ""
+    """OTLP endpoint for SDK task pods' step spans; the operator's own traces follow the
+    `OTEL_*` variables (see docs/observability.md)."""
+
+
+class OperatorSettings(Group):
+    """Every setting of `drover-operator run`, by group."""
+
+    database: DatabaseSettings
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    runs: RunSettings = Field(default_factory=RunSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One setting: where it lives, where it is read from, and what it means."""
+
+    group: str
+    field: str
+    env: Env
+    default: Any
+    doc: str
+
+
+def fields() -> Iterator[SettingField]:
+    for group_name, group_field in OperatorSettings.model_fields.items():
+        group = group_field.annotation
+        assert isinstance(group, type) and issubclass(group, Group)
+        for name, info in group.model_fields.items():
+            env = next(m for m in info.metadata if isinstance(m, Env))
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            yield SettingField(group_name, name, env, default, info.description or "")
+
+
+def load(
+    environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> OperatorSettings:
+    """Settings from `environ` (`DROVER_*`), with `overrides` (by variable name, e.g. from
+    command-line flags) taking precedence. Raises `ConfigurationError` naming every
+    variable whose value is refused."""
+    values = {**environ, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    nested: dict[str, dict[str, Any]] = {}
+    by_location: dict[tuple[str, str], str] = {}
+    for setting in fields():
+        by_location[(setting.group, setting.field)] = setting.env.name
+        if setting.env.name in values:
+            nested.setdefault(setting.group, {})[setting.field] = values[setting.env.name]
+    nested.setdefault("database", {})
+    try:
+        return OperatorSettings.model_validate(nested)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            group, field = (str(part) for part in (*error["loc"], "", "")[:2])
+            name = by_location.get((group, field), f"{group}.{field}")
+            if error["type"] == "missing":
+                problems.append(f"{name} is required")
+            else:
+                given = values.get(name, "")
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{name}={given!r}: {message}")
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+
+
+# -- the table in docs/operator.md ------------------------------------------------------------
+
+_BEGIN = "<!-- settings table: generated by `python -m drover_operator.settings` -->"
+_END = "<!-- end of settings table -->"
+
+
+def _default(setting: SettingField) -> str:
+    value = setting.default
+    if setting.field == "url" and setting.group == "database":
+        return "required"
+    if value is None or value == [] or value == "":
+        return "none" if setting.field != "namespaces" else "all"
+    if isinstance(value, dt.timedelta):
+        if setting.env.name.endswith("_SECONDS"):
+            return f"{value.total_seconds():g}"
+        return f"`{format_duration(value)}`"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`"
+    return str(value)
+
+
+def table() -> str:
+    """The settings as a Markdown table, grouped."""
+    lines = ["| variable (flag) | default | meaning |", "|---|---|---|"]
+    for setting in fields():
+        flag = f" (`{setting.env.flag}`)" if setting.env.flag else ""
+        doc = " ".join(setting.doc.split()).replace("|", "\\|")
+        lines.append(f"| `{setting.env.name}`{flag} | {_default(setting)} | {doc} |")
+    return "\n".join(lines)
+
+
+def render_docs(text: str) -> str:
+    """`text` (docs/operator.md) with its settings table replaced by the current one."""
+    start, end = text.index(_BEGIN), text.index(_END)
+    return text[: start + len(_BEGIN)] + "\n" + table() + "\n" + text[end:]
+
+
+def main() -> None:
+    """Write the table into docs/operator.md; `--check`: fail if it is stale instead."""
+    target = Path("docs/operator.md")
+    current = target.read_text()
+    wanted = render_docs(current)
+    if "--check" in sys.argv[1:]:
+        if wanted != current:
+            sys.exit(f"{target}: the settings table is stale: run `make docs`")
+        return
+    target.write_text(wanted)
+    print(f"wrote the settings table in {target}")
+
+
+if __name__ == "__main__":
+    main()

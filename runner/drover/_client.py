@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drover.errors import ApiError
+from drover.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 
 _RETRYABLE = {429, 500, 502, 503, 504}
 
@@ -29,7 +30,11 @@ class RunApi:
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if self.https else 80)
         self.prefix = f"{url.path.rstrip('/')}/v1/runs/{run_id}"
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+        }
         self.deadline_s = deadline_s
         self._local = threading.local()
 

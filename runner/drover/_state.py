@@ -11,14 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from drover._client import RunApi
-from drover._wire import (
+from drover.errors import ApiError, NonDeterminismError, RunCanceled
+from drover.protocol.wire import (
     HeartbeatReply,
     LogBatch,
     LogLine,
     MetadataPatch,
     RunContext,
 )
-from drover.errors import ApiError, NonDeterminismError, RunCanceled
 
 # One attempt per process: a module global (not a context variable), so steps called from
 # threads the task starts are checkpointed too.

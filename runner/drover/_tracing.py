@@ -1,15 +1,9 @@
-"""OpenTelemetry traces, optional: without `opentelemetry-sdk` installed (the `tracing` extra),
-or without an exporter configured, everything here does nothing.
-
-Configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns on the OTLP/HTTP exporter, `OTEL_TRACES_EXPORTER`
-`none` turns it off and `console` prints spans; `OTEL_SERVICE_NAME`,
-`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_EXPORTER_OTLP_HEADERS` and the other
-exporter variables apply as usual.
+"""The runner's traces: a `drover.step` span per step, when tracing is configured (see
+`drover.protocol.telemetry`); otherwise everything here does nothing.
 
 In a task pod the operator sets `TRACEPARENT` (W3C) to the attempt's span: each step the runner
 executes is a `drover.step` span under it, so a run's trace shows admission, attempts and
-steps together. Shared with the operator (which depends on the SDK).
+steps together.
 """
 
 from __future__ import annotations
@@ -19,64 +13,13 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from drover.protocol.names import ENV_TRACEPARENT
+from drover.protocol.telemetry import exporter_from_env, make_provider
+
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-    from opentelemetry.trace import Span, Tracer
-
-
-def enabled_by_env() -> bool:
-    """Whether the environment asks for an exporter."""
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter == "none" or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    if exporter in ("otlp", "console"):
-        return True
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-
-
-def exporter_from_env() -> SpanExporter | None:
-    """The exporter the environment asks for, or None (then nothing is traced)."""
-    if not enabled_by_env():
-        return None
-    try:
-        if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            return ConsoleSpanExporter()
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    except ImportError:
-        return None
-
-
-def make_provider(
-    service_name: str,
-    exporter: SpanExporter,
-    *,
-    batch: bool = True,
-    id_generator: IdGenerator | None = None,
-) -> TracerProvider:
-    """A tracer provider of our own (the global one is left to the application)."""
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-    provider = TracerProvider(resource=Resource.create(attributes), id_generator=id_generator)
-    processor: SpanProcessor = (
-        BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
-    )
-    provider.add_span_processor(processor)
-    return provider
-
-
-# -- the runner's side ------------------------------------------------------------------------
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
 
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
@@ -96,7 +39,7 @@ def setup_runner(attributes: dict[str, Any], exporter: SpanExporter | None = Non
         return False
     _provider = make_provider("drover-runner", exporter)
     _tracer = _provider.get_tracer("drover.runner")
-    parent = os.environ.get("TRACEPARENT")
+    parent = os.environ.get(ENV_TRACEPARENT)
     _parent = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
     _attributes = {k: v for k, v in attributes.items() if v is not None}
     return True

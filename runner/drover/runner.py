@@ -28,10 +28,18 @@ from pydantic_core import to_jsonable_python
 
 from drover import _tracing
 from drover._client import RunApi
-from drover._logs import JsonFormatter, json_requested, set_process_context
 from drover._state import AttemptState, LogShipper
-from drover._wire import Completion, Failure, RunContext
 from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled
+from drover.protocol.names import (
+    ENV_API_URL,
+    ENV_ATTEMPT,
+    ENV_ENTRYPOINT,
+    ENV_RUN_ID,
+    ENV_TOKEN,
+    ENV_TRACEPARENT,
+)
+from drover.protocol.telemetry import JsonFormatter, json_requested, set_process_context
+from drover.protocol.wire import Completion, Failure, RunContext
 
 log = logging.getLogger("drover.runner")
 
@@ -101,27 +109,24 @@ def _configure_logging() -> None:
 
 
 def _trace_id() -> str | None:
-    parts = os.environ.get("TRACEPARENT", "").split("-")
+    parts = os.environ.get(ENV_TRACEPARENT, "").split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 def main() -> int:
     _configure_logging()
-    env = {
-        k: os.environ.get(k, "")
-        for k in ("DROVER_API_URL", "DROVER_RUN_ID", "DROVER_TOKEN", "DROVER_ENTRYPOINT")
-    }
+    env = {k: os.environ.get(k, "") for k in (ENV_API_URL, ENV_RUN_ID, ENV_TOKEN, ENV_ENTRYPOINT)}
     missing = [k for k, v in env.items() if not v]
     if missing:
         print(f"drover-runner: missing environment: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    attempt = os.environ.get("DROVER_ATTEMPT", "")
+    attempt = os.environ.get(ENV_ATTEMPT, "")
     set_process_context(
-        run_id=env["DROVER_RUN_ID"],
+        run_id=env[ENV_RUN_ID],
         attempt=int(attempt) if attempt.isdigit() else None,
         trace_id=_trace_id(),
     )
-    api = RunApi(env["DROVER_API_URL"], env["DROVER_RUN_ID"], env["DROVER_TOKEN"])
+    api = RunApi(env[ENV_API_URL], env[ENV_RUN_ID], env[ENV_TOKEN])
     try:
         context = RunContext.model_validate(api.call("GET", "/context"))
     except ApiError as exc:
@@ -142,7 +147,7 @@ def main() -> int:
     )
     state.activate()
     try:
-        return _run(state, env["DROVER_ENTRYPOINT"])
+        return _run(state, env[ENV_ENTRYPOINT])
     finally:
         state.stop()
         shipper.close()

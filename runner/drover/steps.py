@@ -17,8 +17,8 @@ from pydantic_core import to_jsonable_python
 
 from drover import _tracing
 from drover._state import AttemptState, current_state
-from drover._wire import MAX_STEP_VALUE_BYTES, StepRecord
 from drover.errors import CheckpointTooLargeError, NonDeterminismError
+from drover.protocol.wire import MAX_STEP_VALUE_BYTES, StepRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,11 +15,12 @@ from lightkube import ApiError, Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.meta_v1 import ObjectMeta
 
+from drover.protocol.phases import FINISHED_PHASES
 from drover_localcluster.processes import free_port
 from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import E2ECluster, wait_for
 
-FINISHED = ("Succeeded", "Failed", "Canceled", "TimedOut", "Expired")
+FINISHED = tuple(FINISHED_PHASES)
 
 
 class OperatorProcess:
@@ -33,7 +35,15 @@ class OperatorProcess:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start(self, *extra: str, extra_env: dict[str, str] | None = None) -> OperatorProcess:
+    def start(
+        self,
+        *extra: str,
+        extra_env: dict[str, str] | None = None,
+        standalone: bool = True,
+        wait: bool = True,
+    ) -> OperatorProcess:
+        """Start it; with `wait`, return once its API answers /readyz (and fail at once,
+        with its log, if it exits first)."""
         env = {
             **self.cluster.env,
             "DROVER_DATABASE_URL": self.dsn,
@@ -50,7 +60,7 @@ class OperatorProcess:
                     "-m",
                     "drover_operator",
                     "run",
-                    "--standalone",
+                    *(["--standalone"] if standalone else []),
                     "--namespace",
                     self.namespace,
                     *extra,
@@ -60,7 +70,30 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if wait:
+            self.wait_ready()
         return self
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"the operator exited with {self.proc.returncode} before it was ready:\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=60, what="the operator's /readyz")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Its exit code, once it exited by itself."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind, as a crashed or OOM-killed pod."""

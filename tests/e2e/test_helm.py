@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from drover_localcluster.binaries import ensure_helm
 from drover_localcluster.processes import free_port
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
 from tests.e2e.operator_support import run, task, wait_phase
@@ -31,7 +32,7 @@ class Helm:
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [str(self.cluster.local.binaries.helm), *args, "-n", self.namespace],
+            [str(ensure_helm()), *args, "-n", self.namespace],
             capture_output=True,
             text=True,
             env=self.cluster.env,

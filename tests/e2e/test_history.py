@@ -13,15 +13,16 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
 
-from drover_operator.history import HistoryCleaner
+from drover_operator import settings as operator_settings
+from drover_operator.converge import Converger
+from drover_operator.engine.history import HistoryCleaner
+from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.kube import TaskResource, TaskRunResource
-from drover_operator.settings import Settings
+from drover_operator.store import Store
 from drover_operator.store.db import open_pool
 from drover_operator.store.migrate import migrate
-from drover_operator.store.runs import Store
 from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import OperatorProcess, run, task, wait_all
 
@@ -143,8 +144,13 @@ def test_records_of_deleted_taskruns_are_purged_after_the_retention(
         pool = await open_pool(database, 2)
         try:
             store = Store(pool)
-            settings = Settings(database_url=database, history_retention="1h")
-            cleaner = HistoryCleaner(settings, store, cast(AsyncClient, None))
+            settings = operator_settings.load(
+                {"DROVER_DATABASE_URL": database, "DROVER_HISTORY_RETENTION": "1h"}
+            )
+            # The purge needs neither Kubernetes nor run decisions.
+            cleaner = HistoryCleaner(
+                settings, store, cast(RunLifecycle, None), cast(Converger, None)
+            )
             now = dt.datetime.now(dt.UTC)
             cases = {
                 "old-deleted": (now - dt.timedelta(hours=2), True),

@@ -131,7 +131,8 @@ def test_no_token_when_automount_is_off(cluster: E2ECluster, namespace: str) -> 
 
 def test_node_turns_not_ready_after_its_agent_stops(cluster: E2ECluster) -> None:
     name = f"drover-extra-{secrets.token_hex(3)}"
-    cluster.local.start_node(name)
+    # Tainted: tests running meanwhile must never have a pod scheduled on a node about to die.
+    cluster.local.start_node(name, taints=[{"key": "drover.dev/test", "effect": "NoSchedule"}])
     try:
         cluster.local.stop_node(name, kill=True)
 

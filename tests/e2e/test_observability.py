@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from drover_operator import tracing
+from drover_operator.domain import traces
 from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import OperatorProcess, run, wait_phase
 from tests.e2e.test_runner import sdk_task
@@ -134,11 +134,11 @@ def test_a_runs_trace_metrics_and_json_logs(
     spans = wait_for(complete, timeout=60, what="the run's spans at the receiver")
     by_name = {s["name"]: s for s in spans}
     root, attempt = by_name["drover.run"], by_name["drover.attempt"]
-    assert root["parent"] == "" and root["span_id"] == f"{tracing.run_span_id(uid):016x}"
+    assert root["parent"] == "" and root["span_id"] == f"{traces.run_span_id(uid):016x}"
     assert root["attributes"]["drover.run.phase"] == "Succeeded"
     assert by_name["drover.admission"]["parent"] == root["span_id"]
     assert attempt["parent"] == root["span_id"]
-    assert attempt["span_id"] == f"{tracing.attempt_span_id(uid, 1):016x}"
+    assert attempt["span_id"] == f"{traces.attempt_span_id(uid, 1):016x}"
     assert attempt["attributes"]["drover.attempt"] == 1
     assert attempt["attributes"]["drover.attempt.state"] == "Succeeded"
     for span in (root, attempt, by_name["drover.admission"]):

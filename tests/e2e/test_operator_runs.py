@@ -9,7 +9,8 @@ from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from drover_operator.kube import FINALIZER, TaskResource, TaskRunResource
+from drover.protocol.names import FINALIZER
+from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
 from tests.e2e.operator_support import (
     OperatorProcess,

@@ -14,8 +14,8 @@ from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 
+from drover.protocol.names import ANNOTATION_SCHEDULED_TIME, LABEL_SCHEDULE
 from drover_operator.kube import TaskResource, TaskRunResource
-from drover_operator.schedules import ANNOTATION_SCHEDULED_TIME, LABEL_SCHEDULE
 from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import (
     OperatorProcess,

@@ -10,8 +10,9 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
+from drover.protocol.phases import FINISHED_PHASES
+from drover.protocol.phases import Phase as ProtocolPhase
 from drover_operator.crd import (
-    FINISHED_PHASES,
     Phase,
     TaskRunSpec,
     TaskRunStatus,
@@ -156,6 +157,7 @@ def test_statuses_parse_what_the_operator_writes() -> None:
         TaskStatus.model_validate({"conditions": [condition, condition]})
 
 
-def test_finished_phases_are_phases() -> None:
+def test_the_crds_phases_are_the_protocols_phases() -> None:
+    assert get_args(Phase) == tuple(ProtocolPhase)
     assert set(FINISHED_PHASES) < set(get_args(Phase))
     assert len(get_args(Phase)) == 10

@@ -20,11 +20,13 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, generate_latest
 
 import drover
-from drover import _logs, _state, _tracing
-from drover._wire import RunContext, StepRecord
-from drover_operator import metrics, tracing
-from drover_operator.pods import PodRequest, build_pod
-from tests.promtool import check_metrics
+from drover import _state, _tracing
+from drover.protocol import telemetry
+from drover.protocol.wire import RunContext, StepRecord
+from drover_operator.domain import traces
+from drover_operator.domain.pods import PodRequest, build_pod
+from drover_operator.domain.records import TaskCounts
+from drover_operator.telemetry import metrics, tracing
 from tests.unit.test_sdk import FakeApi
 
 RUN = "3f1c6a0e-8d3b-4c59-9a43-2f0e9b7d1c55"
@@ -39,11 +41,11 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def test_trace_ids_are_derived_from_the_run_uid() -> None:
-    assert tracing.trace_id(RUN) == uuid.UUID(RUN).int
-    assert tracing.run_span_id(RUN) != tracing.attempt_span_id(RUN, 1)
-    assert tracing.attempt_span_id(RUN, 1) != tracing.attempt_span_id(RUN, 2)
-    assert tracing.traceparent(RUN, 2) == (
-        f"00-{uuid.UUID(RUN).hex}-{tracing.attempt_span_id(RUN, 2):016x}-01"
+    assert traces.trace_id(RUN) == uuid.UUID(RUN).int
+    assert traces.run_span_id(RUN) != traces.attempt_span_id(RUN, 1)
+    assert traces.attempt_span_id(RUN, 1) != traces.attempt_span_id(RUN, 2)
+    assert traces.traceparent(RUN, 2) == (
+        f"00-{uuid.UUID(RUN).hex}-{traces.attempt_span_id(RUN, 2):016x}-01"
     )
 
 
@@ -53,7 +55,7 @@ def test_pods_carry_the_attempts_traceparent() -> None:
     task = TaskSpec.model_validate({"image": "busybox", "entrypoint": "m:f"})
     request = PodRequest("ns", "r", RUN, "t", 2, 3, task, otlp_endpoint="http://otel:4318")
     env = {e["name"]: e.get("value") for e in build_pod(request)["spec"]["containers"][0]["env"]}
-    assert env["TRACEPARENT"] == tracing.traceparent(RUN, 2)
+    assert env["TRACEPARENT"] == traces.traceparent(RUN, 2)
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
 
 
@@ -87,15 +89,15 @@ def test_a_runs_spans_form_one_trace(spans: InMemorySpanExporter) -> None:
     root = finished["drover.run"]
     assert root.parent is None
     assert root.context.trace_id == uuid.UUID(RUN).int
-    assert root.context.span_id == tracing.run_span_id(RUN)
+    assert root.context.span_id == traces.run_span_id(RUN)
     assert root.start_time == int(created.timestamp() * 1e9)
     for name in ("drover.admission1", "drover.attempt1", "drover.attempt2"):
         span = finished[name]
         assert span.context.trace_id == uuid.UUID(RUN).int
-        assert span.parent is not None and span.parent.span_id == tracing.run_span_id(RUN)
+        assert span.parent is not None and span.parent.span_id == traces.run_span_id(RUN)
         assert span.attributes is not None and span.attributes["drover.task"] == "sync"
     first = finished["drover.attempt1"]
-    assert first.context.span_id == tracing.attempt_span_id(RUN, 1)
+    assert first.context.span_id == traces.attempt_span_id(RUN, 1)
     assert first.status.status_code is StatusCode.ERROR
     assert first.attributes is not None and first.attributes["drover.attempt.exit_code"] == 1
     assert finished["drover.attempt2"].status.status_code is StatusCode.UNSET
@@ -110,9 +112,9 @@ def test_no_exporter_means_no_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
     tracing.run_span(RUN, namespace="n", name="r", task="t", phase="Failed", attempts=1,
                      created_at=None)  # fmt: skip
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-    assert _tracing.enabled_by_env()
+    assert telemetry.tracing_enabled_by_env()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert not _tracing.enabled_by_env()
+    assert not telemetry.tracing_enabled_by_env()
 
 
 @drover.step
@@ -126,7 +128,7 @@ def explode() -> int:
 
 
 def test_runner_steps_continue_the_attempts_trace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRACEPARENT", tracing.traceparent(RUN, 2))
+    monkeypatch.setenv("TRACEPARENT", traces.traceparent(RUN, 2))
     exporter = InMemorySpanExporter()
     context = RunContext(
         run_id=RUN, name="r", namespace="ns", task="t", attempt=2, max_attempts=3,
@@ -150,7 +152,7 @@ def test_runner_steps_continue_the_attempts_trace(monkeypatch: pytest.MonkeyPatc
         assert span.name == "drover.step"
         assert span.context.trace_id == uuid.UUID(RUN).int
         assert span.parent is not None
-        assert span.parent.span_id == tracing.attempt_span_id(RUN, 2)
+        assert span.parent.span_id == traces.attempt_span_id(RUN, 2)
         assert span.attributes is not None and span.attributes["drover.run.id"] == RUN
     assert steps[2].status.status_code is StatusCode.ERROR
     assert any(event.name == "exception" for event in steps[2].events)
@@ -159,14 +161,14 @@ def test_runner_steps_continue_the_attempts_trace(monkeypatch: pytest.MonkeyPatc
 def test_json_logs_carry_run_attempt_and_trace_ids() -> None:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
-    handler.setFormatter(_logs.JsonFormatter())
+    handler.setFormatter(telemetry.JsonFormatter())
     log = logging.getLogger("tests.json")
     log.addHandler(handler)
     log.propagate = False
     log.setLevel(logging.INFO)
     try:
         log.warning("creating pod %s", "p", extra={"run_id": RUN, "attempt": 2})
-        with _logs.log_context(task="sync"):
+        with telemetry.log_context(task="sync"):
             try:
                 raise RuntimeError("x")
             except RuntimeError:
@@ -205,26 +207,20 @@ def test_api_latency_is_labelled_by_route_template() -> None:
     assert RUN not in text  # never a raw path
 
 
+def _counts(name: str, *, queued: int, active: int) -> TaskCounts:
+    return TaskCounts("ns", name, 1, None, None, active=active, queued=queued)
+
+
 def test_pool_collector_and_task_gauges() -> None:
     stats: dict[str, int] = {"pool_max": 10, "pool_size": 3, "pool_available": 2}
     metrics.watch_pool(lambda: stats)
     assert _sample("drover_db_pool_connections", {}) == 3
     assert _sample("drover_db_pool_requests_total", {}) == 0
-    metrics.set_task_counts(
-        [{"namespace": "ns", "name": "a", "queued": 4, "active": 1},
-         {"namespace": "ns", "name": "b", "queued": 0, "active": 2}]
-    )  # fmt: skip
+    metrics.set_task_counts([_counts("a", queued=4, active=1), _counts("b", queued=0, active=2)])
     assert _sample("drover_queued_runs", {"namespace": "ns", "task": "a"}) == 4
-    metrics.set_task_counts([{"namespace": "ns", "name": "b", "queued": 1, "active": 0}])
+    metrics.set_task_counts([_counts("b", queued=1, active=0)])
     assert _sample("drover_queued_runs", {"namespace": "ns", "task": "a"}) is None
     assert _sample("drover_active_runs", {"namespace": "ns", "task": "b"}) == 0
-
-
-def test_exposition_passes_promtool() -> None:
-    metrics.RUNS_CREATED.labels("ns", "t").inc()
-    metrics.run_finished("ns", "t", "Succeeded", dt.datetime.now(dt.UTC))
-    metrics.watch_pool(lambda: {"pool_max": 10, "requests_num": 5, "requests_wait_ms": 20})
-    check_metrics(generate_latest(REGISTRY))
 
 
 def test_promtool_wrapper_module_keeps_upstream_replaces() -> None:

@@ -8,10 +8,18 @@ import re
 from typing import Any
 
 from drover_operator.crd import TaskSpec
-from drover_operator.outcomes import Outcome, next_step, pending_reason, pod_outcome, started_at
-from drover_operator.pods import PodRequest, build_pod, label_value, pod_name, token_secret
-from drover_operator.status import taskrun_status
-from drover_operator.validation import payload_problem, task_problem
+from drover_operator.domain.attempts import (
+    AttemptState,
+    Outcome,
+    pending_reason,
+    pod_outcome,
+    started_at,
+)
+from drover_operator.domain.lifecycle import Slots, end_of_attempt, next_phase
+from drover_operator.domain.pods import PodRequest, build_pod, label_value, pod_name, token_secret
+from drover_operator.domain.records import AttemptSummary, UnpushedRun
+from drover_operator.domain.status import taskrun_status
+from drover_operator.domain.validation import payload_problem, task_problem
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -117,7 +125,9 @@ def test_pod_outcomes() -> None:
     ok = pod_outcome(_pod("Succeeded"), task)
     assert ok is not None and ok.state == "Succeeded"
     failed = pod_outcome(_pod("Failed", **_terminated(1)), task)
-    assert failed == Outcome("Failed", "Error", "exit code 1", retryable=True, exit_code=1)
+    assert failed == Outcome(
+        AttemptState.FAILED, "Error", "exit code 1", retryable=True, exit_code=1
+    )
     final = pod_outcome(_pod("Failed", **_terminated(2)), task)
     assert final is not None and not final.retryable
     timed = pod_outcome(_pod("Failed", reason="DeadlineExceeded"), task)
@@ -168,42 +178,86 @@ def test_retry_policy_decides_the_next_step() -> None:
             "randomize": False,
         }
     )
-    failure = Outcome("Failed", "Error", "exit code 1", retryable=True, exit_code=1)
-    first = next_step(task, 1, failure, NOW)
-    assert first.phase == "Retrying" and first.retry_at == NOW + dt.timedelta(seconds=2)
-    second = next_step(task, 2, failure, NOW)
-    assert second.retry_at == NOW + dt.timedelta(seconds=6)
-    assert next_step(task, 3, failure, NOW).phase == "Failed"
-    timeout = Outcome("TimedOut", "TimedOut", "", retryable=True)
-    assert next_step(task, 3, timeout, NOW).phase == "TimedOut"
-    final = Outcome("Failed", "Error", "", retryable=False, exit_code=2)
-    assert next_step(task, 1, final, NOW).phase == "Failed"
+    failure = Outcome(AttemptState.FAILED, "Error", "exit code 1", retryable=True, exit_code=1)
+    assert next_phase(task, 1, failure) == ("Retrying", dt.timedelta(seconds=2))
+    assert next_phase(task, 2, failure) == ("Retrying", dt.timedelta(seconds=6))
+    assert next_phase(task, 3, failure) == ("Failed", None)
+    timeout = Outcome(AttemptState.TIMED_OUT, "TimedOut", "", retryable=True)
+    assert next_phase(task, 3, timeout) == ("TimedOut", None)
+    final = Outcome(AttemptState.FAILED, "Error", "", retryable=False, exit_code=2)
+    assert next_phase(task, 1, final) == ("Failed", None)
     jittered = spec(retry={"minDelay": "1s", "randomize": True})
-    at = next_step(jittered, 1, failure, NOW, random.Random(1)).retry_at
-    assert at is not None and 1 <= (at - NOW).total_seconds() < 2
+    _, delay = next_phase(jittered, 1, failure, random.Random(1))
+    assert delay is not None and 1 <= delay.total_seconds() < 2
 
 
-def _run(**fields: Any) -> dict[str, Any]:
-    base = {
+def test_an_attempts_end_records_the_error_and_the_history() -> None:
+    task = spec(retry={"maxAttempts": 2, "minDelay": "2s", "randomize": False})
+    failure = Outcome(
+        AttemptState.FAILED, "Error", "exit code 1", retryable=True, exit_code=1, traceback="tb"
+    )
+    retry = end_of_attempt(task, 1, failure)
+    assert retry.retrying and retry.retry_in == dt.timedelta(seconds=2)
+    assert retry.error == {
+        "type": "Error",
+        "message": "exit code 1",
+        "retryable": True,
+        "traceback": "tb",
+    }
+    assert [(e.reason, e.message) for e in retry.events] == [
+        ("AttemptFailed", "attempt 1 failed: exit code 1"),
+        ("RetryScheduled", "attempt 2 in 2.0s"),
+    ]
+    last = end_of_attempt(task, 2, failure)
+    assert (last.phase, [e.reason for e in last.events]) == ("Failed", ["Failed"])
+    assert last.events[0].message == "run failed after 2 attempt(s): exit code 1"
+    done = end_of_attempt(task, 1, Outcome(AttemptState.SUCCEEDED, "Completed", "", False))
+    assert (done.phase, done.error, done.events[0].type) == ("Succeeded", None, "Normal")
+
+
+def test_slots_respect_the_limit_and_the_per_key_limit() -> None:
+    slots = Slots.of(spec(concurrency={"limit": 3, "perKeyLimit": 1}), 1, {"a": 1})
+    assert not slots.take("a")  # key a is at its limit
+    assert slots.take("b") and not slots.take("b")
+    assert slots.take(None)
+    assert slots.full and not slots.take("c")
+    unlimited = Slots.of(spec(), 50, {})
+    assert not unlimited.full and all(unlimited.take("k") for _ in range(1000))
+
+
+def _run(**fields: Any) -> UnpushedRun:
+    base: dict[str, Any] = {
         "id": "u",
         "namespace": "ns",
         "name": "r",
         "task": "t",
         "generation": 1,
+        "concurrency_key": None,
+        "priority": 0,
+        "payload": None,
+        "tags": None,
         "phase": "Queued",
         "attempt": 0,
+        "eligible_at": None,
+        "expires_at": None,
+        "created_at": NOW,
+        "recorded_at": NOW,
         "started_at": None,
         "finished_at": None,
-        "eligible_at": None,
-        "error": None,
-        "output": None,
         "reason": None,
         "message": None,
-        "recorded_at": NOW,
+        "error": None,
+        "output": None,
+        "cancel_requested": False,
+        "deleted_at": None,
+        "version": 1,
+        "pushed_version": 0,
+        "metadata": {},
+        "scheduled_at": None,
         "task_exists": True,
         "task_invalid": None,
     }
-    return {**base, **fields}
+    return UnpushedRun(**{**base, **fields})
 
 
 def test_taskrun_status_conditions() -> None:
@@ -215,17 +269,17 @@ def test_taskrun_status_conditions() -> None:
     )
     assert done["conditions"][0]["status"] == "True"
     assert done["outputTruncated"] is True and len(done["output"]) == 10
-    attempt = {
-        "number": 1,
-        "pod_name": "r-a1",
-        "state": "Failed",
-        "admitted_at": NOW,
-        "started_at": NOW,
-        "finished_at": NOW,
-        "exit_code": 1,
-        "reason": "Error",
-        "message": "exit code 1",
-    }
+    attempt = AttemptSummary(
+        number=1,
+        pod_name="r-a1",
+        state="Failed",
+        admitted_at=NOW,
+        started_at=NOW,
+        finished_at=NOW,
+        exit_code=1,
+        reason="Error",
+        message="exit code 1",
+    )
     retrying = taskrun_status(
         _run(phase="Retrying", attempt=1, eligible_at=NOW, reason="Error"),
         [attempt],

@@ -8,15 +8,17 @@ import re
 
 import pytest
 
-from drover_operator.schedules import (
+from drover.protocol.timestamps import rfc3339
+from drover_operator.domain.cron import (
     COUNT_CAP,
     CronSchedule,
     ScheduleError,
     decide,
-    rfc3339,
     run_name,
 )
-from drover_operator.status import task_status
+from drover_operator.domain.records import ScheduleRecord, TaskCounts, TaskRecord
+from drover_operator.domain.scheduling import decide_schedule
+from drover_operator.domain.status import task_status
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -218,10 +220,66 @@ def test_decide_counts_a_flood_without_iterating_it() -> None:
 
 
 def test_a_bad_schedule_makes_the_task_not_ready() -> None:
-    counts = {"generation": 2, "active": 0, "queued": 0, "invalid": None}
     problem = "InvalidTimezone: spec.schedule.timezone 'Mars/Olympus' is not a known zone"
-    [ready] = task_status({**counts, "schedule_problem": problem})["conditions"]
+    [ready] = task_status(TaskCounts("ns", "t", 2, None, problem, 0, 0))["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "InvalidTimezone")
     assert ready["message"] == problem
-    [ready] = task_status({**counts, "schedule_problem": None})["conditions"]
+    [ready] = task_status(TaskCounts("ns", "t", 2, None, None, 0, 0))["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "Valid")
+
+
+def _task(policy: str = "Allow", **schedule: object) -> TaskRecord:
+    spec = {
+        "image": "x",
+        "command": ["true"],
+        "schedule": {"cron": "*/5 * * * *", "concurrencyPolicy": policy, **schedule},
+    }
+    return TaskRecord("ns", "t", "uid-1", 1, spec, None)
+
+
+def _cursor(task: TaskRecord, cursor: dt.datetime) -> ScheduleRecord:
+    key = "*/5 * * * *\nUTC\nFalse"
+    return ScheduleRecord("ns", "t", task.uid, 1, key, None, cursor, None, None)
+
+
+def test_a_due_tick_creates_one_run_named_after_it() -> None:
+    task = _task()
+    decision = decide_schedule(
+        task, _cursor(task, at("2026-01-01 10:00")), [], at("2026-01-01 10:05:01"), None
+    )
+    assert decision.create is not None and decision.create.name == "t-202601011005"
+    assert decision.result == "started" and decision.record.cursor_at == at("2026-01-01 10:05")
+    assert decision.record.next_at == at("2026-01-01 10:10")
+    assert decision.record.last_schedule_time == at("2026-01-01 10:05")
+    assert [e.reason for e in decision.events] == ["Scheduled"]
+
+
+def test_a_new_schedule_starts_at_the_tasks_creation_and_never_catches_up_before() -> None:
+    decision = decide_schedule(_task(), None, [], at("2026-01-01 10:07"), at("2026-01-01 10:06"))
+    assert decision.create is None and decision.missed == 0
+    assert decision.record.cursor_at == at("2026-01-01 10:06")
+
+
+def test_forbid_skips_a_tick_while_a_run_is_open_and_replace_cancels_it() -> None:
+    now = at("2026-01-01 10:05:01")
+    forbid = _task("Forbid")
+    skipped = decide_schedule(forbid, _cursor(forbid, at("2026-01-01 10:00")), ["t-1"], now, None)
+    assert skipped.create is None and skipped.result == "skipped"
+    assert skipped.record.cursor_at == at("2026-01-01 10:05")  # decided: never run later
+    assert [e.reason for e in skipped.events] == ["ScheduleSkipped"]
+    replace = _task("Replace")
+    replaced = decide_schedule(
+        replace, _cursor(replace, at("2026-01-01 10:00")), ["t-1"], now, None
+    )
+    assert replaced.cancel == ("t-1",) and replaced.create is not None
+    assert replaced.result == "replaced"
+    assert [e.reason for e in replaced.events] == ["ScheduleReplaced", "Scheduled"]
+
+
+def test_an_invalid_cron_warns_once_and_creates_nothing() -> None:
+    task = _task(timezone="Mars/Olympus")
+    first = decide_schedule(task, None, [], at("2026-01-01 10:05:01"), None)
+    assert first.create is None and first.record.problem is not None
+    assert [e.reason for e in first.events] == ["InvalidTimezone"]
+    again = decide_schedule(task, first.record, [], at("2026-01-01 10:10:01"), None)
+    assert again.events == () and again.record.problem == first.record.problem

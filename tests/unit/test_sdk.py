@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 import drover
 from drover import _state
-from drover._wire import RunContext, StepRecord
+from drover.protocol.wire import RunContext, StepRecord
 from drover.runner import arguments
 from drover.steps import _encode
 

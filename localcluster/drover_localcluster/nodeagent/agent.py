@@ -17,7 +17,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ObjectDeleted
 from lightkube.core.generic_client import ALL_NS
 from lightkube.models.coordination_v1 import LeaseSpec
-from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.core_v1 import EventSource, NodeSpec, ObjectReference, Taint
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret
@@ -233,7 +233,13 @@ class NodeAgent:
             **self.config.labels,
         }
         try:
-            await self.client.create(Node(metadata=ObjectMeta(name=name, labels=labels)))
+            taints = [
+                Taint(key=t["key"], effect=t["effect"], value=t.get("value"))
+                for t in self.config.taints
+            ] or None
+            await self.client.create(
+                Node(metadata=ObjectMeta(name=name, labels=labels), spec=NodeSpec(taints=taints))
+            )
         except ApiError as exc:
             if exc.status.code != 409:
                 raise

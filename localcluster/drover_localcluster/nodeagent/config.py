@@ -50,6 +50,8 @@ class AgentConfig:
     lease_renew_s: float = 2.0
     status_update_s: float = 5.0
     labels: dict[str, str] = field(default_factory=dict)
+    # Registered with the Node (`{"key", "value", "effect"}`): a node only some pods may use.
+    taints: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {

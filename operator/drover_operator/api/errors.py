@@ -6,9 +6,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-import psycopg
 from aiohttp import web
 from pydantic import ValidationError
+
+from drover_operator.store.errors import UNAVAILABLE, UNSTORABLE
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,10 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(
             exc.status, exc.reason.lower().replace(" ", "-"), exc.text or exc.reason
         )
-    except psycopg.DataError as exc:
+    except UNSTORABLE as exc:
         # Valid JSON Postgres cannot store, e.g. a NUL character in a string.
         return problem_response(422, "invalid-body", f"the body cannot be stored: {exc}")
-    except (psycopg.OperationalError, psycopg.errors.AdminShutdown, TimeoutError) as exc:
+    except UNAVAILABLE as exc:
         # The database is briefly unavailable: runners retry 503s.
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         return problem_response(503, "unavailable", "the database is unavailable; retry")

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drover import __version__
-from drover._wire import (
+from drover.protocol.wire import (
     Completion,
     Failure,
     HeartbeatReply,

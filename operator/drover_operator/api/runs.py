@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from drover._wire import (
+from drover.protocol import MIN_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION
+from drover.protocol.wire import (
     MAX_METADATA_BYTES,
     MAX_OUTPUT_BYTES,
     MAX_STEP_VALUE_BYTES,
@@ -27,14 +28,12 @@ from drover._wire import (
     StepRecord,
 )
 from drover_operator.api.errors import ProblemError
+from drover_operator.api.state import LIFECYCLE, STORE
 from drover_operator.crd import TaskSpec, parse_duration
-from drover_operator.outcomes import Outcome
-from drover_operator.store import runapi
-from drover_operator.store.runapi import AttemptRow, StepConflictError
-from drover_operator.store.runs import Store
-from drover_operator.tokens import matches, parse_token, token_hash
-
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
+from drover_operator.domain.attempts import AttemptState, Outcome
+from drover_operator.domain.records import ApiAttempt
+from drover_operator.domain.tokens import matches, parse_token, token_hash
+from drover_operator.store.runapi import StepConflictError
 
 
 async def _body(request: web.Request) -> Any:
@@ -44,7 +43,20 @@ async def _body(request: web.Request) -> Any:
     return json.loads(raw)
 
 
-async def authenticate(request: web.Request, *, require_active: bool = True) -> AttemptRow:
+def check_protocol(request: web.Request) -> None:
+    """The runner's protocol version is one this operator serves (no header: version 1)."""
+    value = request.headers.get(PROTOCOL_HEADER, "1").strip()
+    if not value.isdigit() or not MIN_PROTOCOL_VERSION <= int(value) <= PROTOCOL_VERSION:
+        raise ProblemError(
+            400,
+            "unsupported-protocol",
+            f"{PROTOCOL_HEADER} {value[:16]!r} is not served here: this operator serves "
+            f"versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the operator",
+        )
+
+
+async def authenticate(request: web.Request, *, require_active: bool = True) -> ApiAttempt:
+    check_protocol(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise ProblemError(401, "unauthenticated", "an `Authorization: Bearer <token>` is required")
@@ -58,7 +70,7 @@ async def authenticate(request: web.Request, *, require_active: bool = True) -> 
         raise ProblemError(404, "not-found", "no such run") from None
     if claimed[0] != run_id:
         raise ProblemError(403, "forbidden", "the token belongs to another run")
-    row = await runapi.attempt(request.app[STORE], run_id, claimed[1])
+    row = await request.app[STORE].runapi.attempt(run_id, claimed[1])
     if row is None or not matches(token, row.token_hash):
         raise ProblemError(401, "unauthenticated", "the token is not valid for this run")
     if require_active and not (row.active and row.current):
@@ -70,31 +82,29 @@ async def authenticate(request: web.Request, *, require_active: bool = True) -> 
 
 async def context(request: web.Request) -> web.Response:
     attempt = await authenticate(request)
-    row = attempt.row
-    task = TaskSpec.model_validate(row["task_spec"])
-    steps = await runapi.steps(request.app[STORE], attempt.run_id)
+    task = TaskSpec.model_validate(attempt.task_spec)
+    steps = await request.app[STORE].runapi.steps(attempt.run_id)
+    heartbeat = attempt.heartbeat_timeout or parse_duration(task.timeouts.heartbeat)
     body = RunContext(
         run_id=attempt.run_id,
-        name=row["name"],
-        namespace=row["namespace"],
-        task=row["task"],
+        name=attempt.name,
+        namespace=attempt.namespace,
+        task=attempt.task,
         attempt=attempt.number,
         max_attempts=task.retry.max_attempts,
-        payload=row["payload"],
-        scheduled_time=row["scheduled_at"],
-        metadata=row["metadata"] or {},
-        heartbeat_seconds=float(
-            row["heartbeat_seconds"] or parse_duration(task.timeouts.heartbeat).total_seconds()
-        ),
-        steps=[StepRecord(seq=s["seq"], name=s["name"], value=s["value"]) for s in steps],
+        payload=attempt.payload,
+        scheduled_time=attempt.scheduled_at,
+        metadata=attempt.metadata or {},
+        heartbeat_seconds=heartbeat.total_seconds(),
+        steps=[StepRecord(seq=s.seq, name=s.name, value=s.value) for s in steps],
     )
     return web.json_response(text=body.model_dump_json(by_alias=True))
 
 
 async def heartbeat(request: web.Request) -> web.Response:
     attempt = await authenticate(request)
-    alive = await runapi.heartbeat(request.app[STORE], attempt.run_id, attempt.number)
-    cancel = not alive or bool(attempt.row["cancel_requested"])
+    alive = await request.app[STORE].runapi.heartbeat(attempt.run_id, attempt.number)
+    cancel = not alive or attempt.cancel_requested
     return web.json_response(HeartbeatReply(cancel=cancel).model_dump(by_alias=True))
 
 
@@ -109,14 +119,15 @@ async def put_steps(request: web.Request) -> web.Response:
                 limit = MAX_STEP_VALUE_BYTES
                 message = f"step #{record.seq}: checkpoint value over {limit} bytes"
                 raise ProblemError(413, "too-large", message)
-    store = request.app[STORE]
+    store = request.app[STORE].runapi
     if len(batch.steps) == 1:
         # The runner's case, on every step's critical path: one statement checks the
         # credential and stores the checkpoint; only a refusal takes the slow path below.
+        check_protocol(request)
         claimed = _claimed(request)
         if claimed is not None:
-            stored = await runapi.put_step_fast(
-                store, claimed[0], claimed[1], claimed[2], batch.steps[0]
+            stored = await store.put_step_checked(
+                claimed[0], claimed[1], claimed[2], batch.steps[0]
             )
             if stored is True:
                 return web.json_response({"stored": 1})
@@ -128,7 +139,7 @@ async def put_steps(request: web.Request) -> web.Response:
                 )
     attempt = await authenticate(request)
     try:
-        await runapi.put_steps(store, attempt.run_id, attempt.number, batch.steps)
+        await store.put_steps(attempt.run_id, attempt.number, batch.steps)
     except StepConflictError as exc:
         raise ProblemError(409, "non-determinism", str(exc)) from None
     return web.json_response({"stored": len(batch.steps)})
@@ -151,14 +162,14 @@ async def complete(request: web.Request) -> web.Response:
             413, "too-large", "output over 1 MiB: store it elsewhere and return a reference"
         )
     outcome = Outcome(
-        "Succeeded",
+        AttemptState.SUCCEEDED,
         "Completed",
         "the task returned",
         retryable=False,
         exit_code=0,
         output=body.output,
     )
-    await request.app[STORE].finish_attempt(attempt.run_id, attempt.number, outcome)
+    await request.app[LIFECYCLE].end_attempt(attempt.run_id, attempt.number, outcome)
     return web.json_response({"phase": "Succeeded"})
 
 
@@ -166,32 +177,37 @@ async def fail(request: web.Request) -> web.Response:
     attempt = await authenticate(request)
     body = Failure.model_validate(await _body(request))
     outcome = Outcome(
-        "Failed", body.type, body.message, retryable=body.retryable, traceback=body.traceback
+        AttemptState.FAILED,
+        body.type,
+        body.message,
+        retryable=body.retryable,
+        traceback=body.traceback,
     )
-    step = await request.app[STORE].finish_attempt(attempt.run_id, attempt.number, outcome)
-    return web.json_response({"phase": step.phase if step else None})
+    ended = await request.app[LIFECYCLE].end_attempt(attempt.run_id, attempt.number, outcome)
+    return web.json_response({"phase": ended.end.phase.value if ended else None})
 
 
 async def get_metadata(request: web.Request) -> web.Response:
     attempt = await authenticate(request, require_active=False)
-    return web.json_response(await runapi.metadata(request.app[STORE], attempt.run_id))
+    return web.json_response(await request.app[STORE].runapi.metadata(attempt.run_id))
 
 
 async def patch_metadata(request: web.Request) -> web.Response:
     attempt = await authenticate(request)
     body = MetadataPatch.model_validate(await _body(request))
-    current = await runapi.metadata(request.app[STORE], attempt.run_id)
+    store = request.app[STORE].runapi
+    current = await store.metadata(attempt.run_id)
     merged = {k: v for k, v in {**current, **body.set}.items() if v is not None}
     if len(json.dumps(merged)) > MAX_METADATA_BYTES:
         raise ProblemError(413, "too-large", "metadata would be over 64 KiB")
-    stored = await runapi.patch_metadata(request.app[STORE], attempt.run_id, body.set)
+    stored = await store.patch_metadata(attempt.run_id, body.set)
     return web.json_response(stored)
 
 
 async def post_logs(request: web.Request) -> web.Response:
     attempt = await authenticate(request)
     body = LogBatch.model_validate(await _body(request))
-    await runapi.append_logs(request.app[STORE], attempt.run_id, attempt.number, body.lines)
+    await request.app[STORE].runapi.append_logs(attempt.run_id, attempt.number, body.lines)
     return web.json_response({"stored": len(body.lines)}, status=202)
 
 

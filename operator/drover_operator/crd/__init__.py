@@ -5,14 +5,13 @@ generates `crds/*.yaml` from them, and the operator parses specs with them, e.g.
 `TaskSpec.model_validate(spec)`.
 """
 
-from drover_operator.crd.definitions import API_VERSION, GROUP, VERSION
+from drover.protocol.names import API_VERSION, GROUP, VERSION
 from drover_operator.crd.durations import format_duration, parse_duration
 from drover_operator.crd.task import Task, TaskSpec, TaskStatus
-from drover_operator.crd.taskrun import FINISHED_PHASES, Phase, TaskRun, TaskRunSpec, TaskRunStatus
+from drover_operator.crd.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 
 __all__ = [
     "API_VERSION",
-    "FINISHED_PHASES",
     "GROUP",
     "VERSION",
     "Phase",

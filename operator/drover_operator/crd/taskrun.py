@@ -18,21 +18,20 @@ TAG_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
 MAX_TAGS = 32
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 
+#: The phases as the CRD's schema lists them: `drover.protocol.phases.Phase` is where each is
+#: defined and documented (a test keeps the two the same).
 Phase = Literal[
-    "Queued",  # accepted, waiting for notBefore/delay or a concurrency slot
-    "Starting",  # slot granted, pod being created / scheduled / pulling the image
-    "Running",  # the attempt's container is running
-    "Waiting",  # SDK task suspended itself (e.g. waiting on a child run) without a pod
-    "Retrying",  # an attempt failed; the next one starts at status.nextAttemptTime
+    "Queued",
+    "Starting",
+    "Running",
+    "Waiting",
+    "Retrying",
     "Succeeded",
     "Failed",
     "Canceled",
-    "TimedOut",  # the last attempt exceeded timeouts.maxDuration
-    "Expired",  # not started within spec.ttl
+    "TimedOut",
+    "Expired",
 ]
-FINISHED_PHASES: frozenset[str] = frozenset(
-    {"Succeeded", "Failed", "Canceled", "TimedOut", "Expired"}
-)
 
 
 class TaskRef(CRDModel):

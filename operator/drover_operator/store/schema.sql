@@ -210,3 +210,6 @@ CREATE INDEX drover_attempts_pods_left ON drover_attempts (run_id)
 CREATE INDEX drover_runs_purgeable ON drover_runs (finished_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX drover_runs_finished ON drover_runs (namespace, task, finished_at)
     WHERE deleted_at IS NULL AND finished_at IS NOT NULL;
+
+-- An attempt's timeouts.maxDuration, recorded at admission (migration 0005).
+ALTER TABLE drover_attempts ADD COLUMN max_duration interval;

@@ -1,0 +1,38 @@
+"""Make Kubernetes match what the store committed: the only place that writes to Kubernetes.
+
+Every action is idempotent and retried on a later pass when it fails; none decides anything
+(the decisions are in the store already). One class per kind of object written.
+"""
+
+from __future__ import annotations
+
+from lightkube import AsyncClient
+
+from drover_operator.converge.events import EventPoster
+from drover_operator.converge.finalizers import Finalizers
+from drover_operator.converge.pods import PodConverger
+from drover_operator.converge.status import StatusConverger
+from drover_operator.converge.taskruns import TaskRunWriter
+from drover_operator.settings import OperatorSettings
+from drover_operator.store import Store
+
+
+class Converger:
+    """All of the converger's parts, over one Kubernetes client."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        store: Store,
+        client: AsyncClient,
+        signing_key: bytes | None,
+    ) -> None:
+        self.client = client
+        self.pods = PodConverger(settings, store, client, signing_key)
+        self.status = StatusConverger(settings, store, client)
+        self.events = EventPoster(store, client, settings.loop.batch_size)
+        self.finalizers = Finalizers(client)
+        self.taskruns = TaskRunWriter(client)
+
+
+__all__ = ["Converger"]

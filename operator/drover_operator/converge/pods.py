@@ -1,0 +1,132 @@
+"""Pods of attempts: created (with their token Secret) for admitted attempts, stopped for
+attempts that ended while their pod runs. Idempotent; what fails is retried next pass."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import ApiError, AsyncClient, codecs
+from lightkube.resources.core_v1 import Pod
+
+from drover.protocol.names import LABEL_RUN_UID
+from drover_operator.crd import TaskSpec
+from drover_operator.domain.pods import PodRequest, build_pod, token_secret
+from drover_operator.domain.tokens import attempt_token
+from drover_operator.kube import NETWORK_ERRORS
+from drover_operator.settings import OperatorSettings
+from drover_operator.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _ids(run_id: str, number: int) -> dict[str, Any]:
+    """Log record extras naming the run and attempt (JSON logs show them)."""
+    return {"run_id": run_id, "attempt": number}
+
+
+@dataclass(frozen=True)
+class CreatedPod:
+    namespace: str
+    task: str
+    number: int
+    #: Seconds from the TaskRun's creation, the first time the attempt's pod was created.
+    latency: float | None
+
+
+class PodConverger:
+    """Makes attempts' pods exist while they should, and go when they should not."""
+
+    def __init__(
+        self, settings: OperatorSettings, store: Store, client: AsyncClient, key: bytes | None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.signing_key = key
+
+    async def create(self) -> list[CreatedPod]:
+        """Create the pods of admitted attempts that have none yet; AlreadyExists with the
+        same run's UID means it was created before a crash: adopted."""
+        created = []
+        for row in await self.store.attempts.pods_to_create(self.settings.loop.batch_size):
+            task = TaskSpec.model_validate(row.task_spec)
+            request = PodRequest(
+                namespace=row.namespace,
+                run_name=row.name,
+                run_uid=row.run_id,
+                task_name=row.task,
+                attempt=row.number,
+                max_attempts=task.retry.max_attempts,
+                task=task,
+                api_url=self.settings.api.pod_url,
+                otlp_endpoint=self.settings.runner.otlp_endpoint,
+                log_format="json" if self.settings.logging.format == "json" else "",
+            )
+            try:
+                if task.entrypoint:
+                    await self._write_token_secret(request)
+                await self.client.create(codecs.from_dict(build_pod(request)))
+            except ApiError as exc:
+                if exc.status.code != 409 or not await self.is_ours(
+                    row.namespace, row.pod_name, row.run_id
+                ):
+                    log.warning(
+                        "creating pod %s/%s: %s",
+                        row.namespace,
+                        row.pod_name,
+                        exc.status.message,
+                        extra=_ids(row.run_id, row.number),
+                    )
+                    continue
+            except NETWORK_ERRORS as exc:
+                extra = _ids(row.run_id, row.number)
+                log.warning("creating pod %s: %s", row.pod_name, exc, extra=extra)
+                continue
+            latency = await self.store.attempts.pod_created(row.run_id, row.number)
+            created.append(CreatedPod(row.namespace, row.task, row.number, latency))
+        return created
+
+    async def _write_token_secret(self, request: PodRequest) -> None:
+        """Create or overwrite the attempt's token Secret (tokens are derived: idempotent)."""
+        assert self.signing_key is not None
+        token = attempt_token(self.signing_key, request.run_uid, request.attempt)
+        secret = codecs.from_dict(token_secret(request, token))
+        await self.client.apply(secret, force=True)
+
+    async def is_ours(self, namespace: str, name: str, run_id: str) -> bool:
+        """Whether the pod exists and belongs to the run. Pod names repeat when a TaskRun is
+        deleted and created again: a same-named pod of the other run is never adopted
+        (after AlreadyExists) nor stopped."""
+        pod = await self.get(namespace, name)
+        labels = (pod or {}).get("metadata", {}).get("labels") or {}
+        return bool(labels.get(LABEL_RUN_UID) == run_id)
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            pod = await self.client.get(Pod, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        result: dict[str, Any] = pod.to_dict()
+        return result
+
+    async def stop(self) -> None:
+        """Delete the pods of attempts that ended while their pod ran (cancel, timeout,
+        stall), with the grace the decision asked for."""
+        for row in await self.store.attempts.pods_to_stop(self.settings.loop.batch_size):
+            try:
+                if await self.is_ours(row.namespace, row.pod_name, row.run_id):
+                    await self.client.delete(
+                        Pod, row.pod_name, namespace=row.namespace, grace_period=row.kill_grace
+                    )
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    log.warning("stopping pod %s: %s", row.pod_name, exc.status.message)
+                    continue
+            except NETWORK_ERRORS as exc:
+                log.warning("stopping pod %s: %s", row.pod_name, exc)
+                continue
+            await self.store.attempts.pod_stopped(row.run_id, row.number)

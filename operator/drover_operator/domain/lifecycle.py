@@ -1,0 +1,188 @@
+"""The run lifecycle's rules, as pure functions: who gets a slot, what an admitted attempt
+looks like, and what a finished attempt means for its run (retry or finish).
+
+The store calls these inside its transactions (it reads under lock, asks, then writes what
+was decided), so every rule here is applied atomically and can be unit-tested without a
+database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from drover.protocol.phases import Phase
+from drover_operator.crd import TaskSpec, parse_duration
+from drover_operator.domain.attempts import AttemptState, Outcome
+from drover_operator.domain.pods import pod_name
+from drover_operator.domain.tokens import attempt_token, token_hash
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A line of a run's history, posted as a Kubernetes Event after commit."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    attempt: int | None = None
+
+
+# -- admission ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Slots:
+    """The free concurrency slots of one Task during one admission transaction.
+
+    `free` None: no limit. Per-key usage counts only keys under `per_key_limit`.
+    """
+
+    free: int | None
+    per_key_limit: int | None = None
+    per_key: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: TaskSpec, active: int, per_key: dict[str, int]) -> Slots:
+        limit = spec.concurrency.limit if spec.concurrency else None
+        per_key_limit = spec.concurrency.per_key_limit if spec.concurrency else None
+        return cls(
+            free=None if limit is None else max(0, limit - active),
+            per_key_limit=per_key_limit,
+            per_key=dict(per_key),
+        )
+
+    @property
+    def full(self) -> bool:
+        return self.free is not None and self.free <= 0
+
+    @property
+    def page_size(self) -> int:
+        """How many waiting runs to look at next: keys at their limit are skipped, so look
+        further than the free slots."""
+        return 200 if self.free is None else max(self.free * 4, 200)
+
+    def take(self, concurrency_key: str | None) -> bool:
+        """Take a slot for a run with this key; False when the key is at its limit."""
+        if self.full:
+            return False
+        if concurrency_key is not None and self.per_key_limit is not None:
+            if self.per_key.get(concurrency_key, 0) >= self.per_key_limit:
+                return False
+            self.per_key[concurrency_key] = self.per_key.get(concurrency_key, 0) + 1
+        if self.free is not None:
+            self.free -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    """Everything an admitted attempt is recorded with."""
+
+    pod_name: str
+    task_spec: dict[str, Any]
+    pending: dt.timedelta
+    token_hash: str | None
+    heartbeat_timeout: dt.timedelta | None
+    max_duration: dt.timedelta | None
+    event: EventRecord
+
+
+def plan_attempt(
+    spec: TaskSpec,
+    raw_spec: dict[str, Any],
+    *,
+    run_id: str,
+    run_name: str,
+    number: int,
+    default_pending: dt.timedelta,
+    signing_key: bytes | None,
+) -> AttemptPlan:
+    """The attempt `number` of a run, as admission records it."""
+    pending = parse_duration(spec.timeouts.pending) if spec.timeouts.pending else default_pending
+    token = attempt_token(signing_key, run_id, number) if signing_key is not None else None
+    return AttemptPlan(
+        pod_name=pod_name(run_name, run_id, number),
+        task_spec=raw_spec,
+        pending=pending,
+        token_hash=token_hash(token) if token is not None else None,
+        # Only SDK tasks beat; a plain command is watched through its pod alone.
+        heartbeat_timeout=parse_duration(spec.timeouts.heartbeat) if spec.entrypoint else None,
+        max_duration=max_duration(spec),
+        event=EventRecord(
+            "Normal", "Admitted", f"attempt {number} of {spec.retry.max_attempts} admitted", number
+        ),
+    )
+
+
+def max_duration(spec: TaskSpec) -> dt.timedelta | None:
+    return parse_duration(spec.timeouts.max_duration) if spec.timeouts.max_duration else None
+
+
+# -- finishing an attempt ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What the run does after an attempt ended: retry after `retry_in`, or finish with
+    `phase`; with the error and history lines to record."""
+
+    phase: Phase
+    retry_in: dt.timedelta | None
+    error: dict[str, Any] | None
+    events: tuple[EventRecord, ...]
+
+    @property
+    def retrying(self) -> bool:
+        return self.phase == Phase.RETRYING
+
+
+def next_phase(
+    spec: TaskSpec, attempt: int, outcome: Outcome, rng: random.Random | None = None
+) -> tuple[Phase, dt.timedelta | None]:
+    """Retry per the Task's policy (and after how long), or the final phase."""
+    if outcome.state == AttemptState.SUCCEEDED:
+        return Phase.SUCCEEDED, None
+    if outcome.retryable and attempt < spec.retry.max_attempts:
+        jitter = (rng or random).uniform(1.0, 2.0)
+        return Phase.RETRYING, spec.retry.backoff(attempt, jitter)
+    return (Phase.TIMED_OUT if outcome.state == AttemptState.TIMED_OUT else Phase.FAILED), None
+
+
+def end_of_attempt(
+    spec: TaskSpec, number: int, outcome: Outcome, rng: random.Random | None = None
+) -> RunEnd:
+    """The decision recorded when attempt `number` ends with `outcome`."""
+    phase, retry_in = next_phase(spec, number, outcome, rng)
+    error = None
+    if phase != Phase.SUCCEEDED:
+        error = {
+            "type": outcome.reason,
+            "message": outcome.message,
+            "retryable": outcome.retryable,
+            **({"traceback": outcome.traceback} if outcome.traceback else {}),
+        }
+    if retry_in is not None:
+        events: tuple[EventRecord, ...] = (
+            EventRecord(
+                "Warning", "AttemptFailed", f"attempt {number} failed: {outcome.message}", number
+            ),
+            EventRecord(
+                "Normal",
+                "RetryScheduled",
+                f"attempt {number + 1} in {retry_in.total_seconds():.1f}s",
+                number,
+            ),
+        )
+    else:
+        events = (
+            EventRecord(
+                "Normal" if phase == Phase.SUCCEEDED else "Warning",
+                phase,
+                f"run {phase.lower()} after {number} attempt(s): {outcome.message}",
+                number,
+            ),
+        )
+    return RunEnd(phase, retry_in, error, events)

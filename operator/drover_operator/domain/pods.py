@@ -1,0 +1,217 @@
+"""Pods for attempts: deterministic names, labels, and the manifest built from a Task.
+
+A pod's name is derived from its run and attempt number only, so creating it again after a
+crash finds the same pod ("AlreadyExists means adopt").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from drover.protocol import names
+from drover.protocol.names import (
+    ANNOTATION_RUN,
+    ANNOTATION_TASK,
+    API_VERSION,
+    LABEL_ATTEMPT,
+    LABEL_RUN,
+    LABEL_RUN_UID,
+    LABEL_TASK,
+)
+from drover_operator.crd import TaskSpec, parse_duration
+from drover_operator.domain.attempts import CONTAINER
+from drover_operator.domain.traces import traceparent
+
+TOKEN_KEY = "token"
+RUNNER_COMMAND = ["python", "-m", "drover.runner"]
+
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_MAX_NAME = 63  # pod names end up as hostnames: keep them to one DNS label's length
+
+
+def _digest(value: str, size: int) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:size]
+
+
+def label_value(value: str) -> str:
+    """`value` if it is a valid label value, else a shortened form with a hash suffix."""
+    if _LABEL_VALUE.match(value):
+        return value
+    head = re.sub(r"[^-A-Za-z0-9_.]", "-", value)[:53].strip("-_.")
+    return f"{head}-{_digest(value, 9)}" if head else _digest(value, 9)
+
+
+def pod_name(run_name: str, run_uid: str, attempt: int) -> str:
+    """`<run>-a<n>`; for long run names, a prefix plus a hash of the run's UID."""
+    suffix = f"-a{attempt}"
+    if len(run_name) + len(suffix) <= _MAX_NAME:
+        return run_name + suffix
+    head = run_name[: _MAX_NAME - len(suffix) - 11].rstrip("-.")
+    return f"{head}-{_digest(run_uid, 10)}{suffix}"
+
+
+@dataclass(frozen=True)
+class PodRequest:
+    """Everything a pod for one attempt is built from."""
+
+    namespace: str
+    run_name: str
+    run_uid: str
+    task_name: str
+    attempt: int
+    max_attempts: int
+    task: TaskSpec
+    api_url: str = ""
+    # OTLP endpoint for the runner's step spans (`OTEL_EXPORTER_OTLP_ENDPOINT`); "": none.
+    otlp_endpoint: str = ""
+    # `DROVER_LOG_FORMAT` for the runner ("json"); "": its default.
+    log_format: str = ""
+
+
+def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
+    values = {
+        names.ENV_NAMESPACE: req.namespace,
+        names.ENV_TASK: req.task_name,
+        names.ENV_RUN_NAME: req.run_name,
+        names.ENV_RUN_ID: req.run_uid,
+        names.ENV_ATTEMPT: str(req.attempt),
+        names.ENV_MAX_ATTEMPTS: str(req.max_attempts),
+        # The attempt's span (W3C): what runs in the pod continues the run's trace.
+        names.ENV_TRACEPARENT: traceparent(req.run_uid, req.attempt),
+    }
+    if req.log_format:
+        values[names.ENV_LOG_FORMAT] = req.log_format
+    if req.otlp_endpoint and req.task.entrypoint:
+        values["OTEL_EXPORTER_OTLP_ENDPOINT"] = req.otlp_endpoint
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
+    if req.task.entrypoint:
+        env += [
+            {"name": names.ENV_ENTRYPOINT, "value": req.task.entrypoint},
+            {"name": names.ENV_API_URL, "value": req.api_url},
+            {
+                "name": names.ENV_TOKEN,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": token_secret_name(pod_name(req.run_name, req.run_uid, req.attempt)),
+                        "key": TOKEN_KEY,
+                    }
+                },
+            },
+        ]
+    return env
+
+
+def token_secret_name(pod: str) -> str:
+    """The Secret holding an attempt's API token: `<pod>-token`."""
+    return f"{pod}-token"
+
+
+def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
+    name = pod_name(req.run_name, req.run_uid, req.attempt)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": token_secret_name(name),
+            "namespace": req.namespace,
+            "labels": {LABEL_RUN_UID: req.run_uid, LABEL_ATTEMPT: str(req.attempt)},
+            "ownerReferences": [_owner(req)],
+        },
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def _owner(req: PodRequest) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TaskRun",
+        "name": req.run_name,
+        "uid": req.run_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_pod(req: PodRequest) -> dict[str, Any]:
+    """The pod manifest for one attempt."""
+    task = req.task
+    name = pod_name(req.run_name, req.run_uid, req.attempt)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": task.image,
+        "command": list(task.command) if task.command else RUNNER_COMMAND,
+        "env": [*_drover_env(req), *(e.to_k8s() for e in task.env or [])],
+    }
+    optional = {
+        "args": list(task.args) if task.args else None,
+        "workingDir": task.working_dir,
+        "imagePullPolicy": task.image_pull_policy,
+        "envFrom": [e.to_k8s() for e in task.env_from] if task.env_from else None,
+        "resources": task.resources.to_k8s() if task.resources else None,
+    }
+    container.update({k: v for k, v in optional.items() if v is not None})
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        # Task code talks to Drover's API, not to Kubernetes: no token unless the Task names
+        # a ServiceAccount on purpose.
+        "automountServiceAccountToken": bool(task.service_account_name),
+    }
+    if task.service_account_name:
+        spec["serviceAccountName"] = task.service_account_name
+    if task.timeouts.max_duration:
+        # Backstop enforced by the kubelet even while the operator is down.
+        seconds = parse_duration(task.timeouts.max_duration).total_seconds()
+        spec["activeDeadlineSeconds"] = max(1, int(seconds + 0.999))
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    template = task.pod_template
+    if template is not None:
+        if template.metadata is not None:
+            labels.update(template.metadata.labels or {})
+            annotations.update(template.metadata.annotations or {})
+        _merge_overlay(spec, template.spec_overlay())
+    labels.update(
+        {
+            LABEL_TASK: label_value(req.task_name),
+            LABEL_RUN: label_value(req.run_name),
+            LABEL_RUN_UID: req.run_uid,
+            LABEL_ATTEMPT: str(req.attempt),
+        }
+    )
+    annotations.update({ANNOTATION_RUN: req.run_name, ANNOTATION_TASK: req.task_name})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": req.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [_owner(req)],
+        },
+        "spec": spec,
+    }
+
+
+def _merge_overlay(spec: dict[str, Any], overlay: dict[str, Any]) -> None:
+    """Pod-spec overrides: fields replace ours; a container named `task` is merged into the
+    task container (volumeMounts, securityContext, …); other containers are added."""
+    for key, value in overlay.items():
+        if key != "containers":
+            spec[key] = value
+            continue
+        for extra in value:
+            if extra.get("name") == CONTAINER:
+                ours = spec["containers"][0]
+                for field, field_value in extra.items():
+                    if field == "env":
+                        ours["env"] = [*ours.get("env", []), *field_value]
+                    else:
+                        ours[field] = field_value
+            else:
+                spec["containers"].append(extra)

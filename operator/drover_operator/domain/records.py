@@ -1,0 +1,303 @@
+"""The records the store returns: typed rows of its tables and queries.
+
+Plain frozen dataclasses, filled by psycopg's `class_row` (the column names are the field
+names). UUID columns arrive as strings, timestamps as aware datetimes, JSON as Python values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+# -- Tasks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    #: Why no run of the Task can start (`Reason: message`), or None.
+    invalid: str | None
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """What a Task's status shows."""
+
+    namespace: str
+    name: str
+    generation: int
+    invalid: str | None
+    schedule_problem: str | None
+    active: int
+    queued: int
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run: its TaskRun's spec as recorded, and everything that happened to it."""
+
+    id: str
+    namespace: str
+    name: str
+    task: str
+    generation: int
+    concurrency_key: str | None
+    priority: int
+    payload: Any
+    tags: dict[str, str] | None
+    phase: str
+    attempt: int
+    eligible_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+    recorded_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    reason: str | None
+    message: str | None
+    error: dict[str, Any] | None
+    output: Any
+    cancel_requested: bool
+    deleted_at: dt.datetime | None
+    version: int
+    pushed_version: int
+    metadata: dict[str, Any]
+    scheduled_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class UnpushedRun(RunRecord):
+    """A run whose TaskRun status is behind its record, with what its condition needs to
+    know about its Task."""
+
+    task_exists: bool
+    task_invalid: str | None
+
+
+@dataclass(frozen=True)
+class AttemptSummary:
+    """An attempt as `status.attempts` shows it."""
+
+    number: int
+    pod_name: str
+    state: str
+    admitted_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt, as its transactions read it under lock."""
+
+    run_id: str
+    number: int
+    namespace: str
+    task: str
+    pod_name: str
+    state: str
+    active: bool
+    admitted_at: dt.datetime
+    started_at: dt.datetime | None
+    task_spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WaitingRun:
+    """A run waiting for admission."""
+
+    id: str
+    name: str
+    concurrency_key: str | None
+    attempt: int
+    created_at: dt.datetime
+    eligible_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A Task with runs due for admission."""
+
+    namespace: str
+    task: str
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """A line of a run's history."""
+
+    at: dt.datetime
+    attempt: int | None
+    type: str
+    reason: str
+    message: str
+
+
+# -- what the converger acts on -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodToCreate:
+    run_id: str
+    number: int
+    pod_name: str
+    task_spec: dict[str, Any]
+    namespace: str
+    name: str
+    task: str
+
+
+@dataclass(frozen=True)
+class PodToStop:
+    run_id: str
+    number: int
+    pod_name: str
+    #: Seconds of grace; None: the pod's own (0 for a frozen process).
+    kill_grace: int | None
+    namespace: str
+
+
+@dataclass(frozen=True)
+class DueAttempt:
+    """An active attempt past one of its deadlines."""
+
+    run_id: str
+    number: int
+    pod_name: str
+    namespace: str
+    heartbeat_timeout: dt.timedelta | None
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An Event recorded in a transaction and not yet posted to Kubernetes, on a TaskRun
+    (`source` "run") or a Task ("task")."""
+
+    source: str
+    id: int
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    at: dt.datetime
+    type: str
+    reason: str
+    message: str
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """A Task's schedule cursor."""
+
+    namespace: str
+    task: str
+    task_uid: str
+    generation: int
+    schedule_key: str
+    problem: str | None
+    cursor_at: dt.datetime | None
+    next_at: dt.datetime | None
+    last_schedule_time: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class ScheduleDue:
+    """A Task whose schedule needs a decision; `fresh`: new, or the Task was recreated."""
+
+    namespace: str
+    name: str
+    uid: str
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """A run a schedule decided to create (an outbox row until its TaskRun exists)."""
+
+    namespace: str
+    name: str
+    task: str
+    task_uid: str
+    scheduled_at: dt.datetime
+    payload: Any
+    run_uid: str | None
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    namespace: str
+    task: str
+    last_schedule_time: dt.datetime | None
+    next_at: dt.datetime | None
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run by its TaskRun's identity."""
+
+    id: str
+    namespace: str
+    name: str
+
+
+# -- the run API -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiAttempt:
+    """An attempt as the run API authenticates and serves it."""
+
+    run_id: str
+    number: int
+    active: bool
+    token_hash: str | None
+    task_spec: dict[str, Any]
+    heartbeat_timeout: dt.timedelta | None
+    namespace: str
+    name: str
+    task: str
+    current_attempt: int
+    payload: Any
+    metadata: dict[str, Any]
+    scheduled_at: dt.datetime | None
+    phase: str
+    cancel_requested: bool
+
+    @property
+    def current(self) -> bool:
+        """The run's latest attempt (a zombie's is not)."""
+        return self.current_attempt == self.number
+
+
+@dataclass(frozen=True)
+class StepValue:
+    seq: int
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    id: int
+    attempt: int
+    at: dt.datetime
+    level: str
+    logger: str
+    message: str

@@ -1,0 +1,124 @@
+"""TaskRun and Task status, built from the store's records (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from drover.protocol.phases import FINISHED_PHASES, Phase
+from drover.protocol.timestamps import now, rfc3339, rfc3339_micro
+from drover_operator.domain.records import AttemptSummary, TaskCounts, UnpushedRun
+
+
+def _ts(value: dt.datetime | None) -> str | None:
+    # Microseconds: attempts a few milliseconds apart must not look simultaneous.
+    return rfc3339_micro(value) if value else None
+
+
+def condition(
+    kind: str, status: str, reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "observedGeneration": generation,
+    }
+
+
+def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
+    phase, generation = run.phase, run.generation
+    message = run.message or phase
+    if phase == Phase.SUCCEEDED:
+        status, reason, message = "True", "Succeeded", run.message or ""
+    elif phase in FINISHED_PHASES:
+        status, reason = "False", run.reason or phase
+    elif phase == Phase.QUEUED and not run.task_exists:
+        status, reason = "Unknown", "TaskNotFound"
+        message = f'Task "{run.task}" not found in namespace "{run.namespace}"'
+    elif phase == Phase.QUEUED and run.task_invalid:
+        status, reason = "Unknown", "TaskNotReady"
+        message = f'Task "{run.task}" is not ready: {run.task_invalid}'
+    else:
+        status = "Unknown"
+        reason = (run.reason if phase == Phase.RETRYING else phase) or phase
+    # The condition's status changes only when the run finishes: Unknown until then.
+    since = run.finished_at if status != "Unknown" else run.recorded_at
+    return {
+        **condition("Succeeded", status, reason, message, generation),
+        "lastTransitionTime": _ts(since or now()),
+    }
+
+
+def _attempt(attempt: AttemptSummary) -> dict[str, Any]:
+    out = {
+        "number": attempt.number,
+        "podName": attempt.pod_name,
+        "startTime": _ts(attempt.started_at),
+        "finishTime": _ts(attempt.finished_at),
+        "exitCode": attempt.exit_code,
+        "reason": (attempt.reason or attempt.state)[:256],
+        "message": (attempt.message or "")[:4096] or None,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def taskrun_status(
+    run: UnpushedRun, attempts: list[AttemptSummary], *, output_limit: int
+) -> dict[str, Any]:
+    """`status` of a TaskRun; attempts newest first in, oldest first out."""
+    status: dict[str, Any] = {
+        "observedGeneration": run.generation,
+        "phase": run.phase,
+        "runId": run.id,
+        "attempt": run.attempt,
+        "attempts": [_attempt(a) for a in reversed(attempts)],
+        "conditions": [_succeeded_condition(run)],
+        "startTime": _ts(run.started_at),
+        "completionTime": _ts(run.finished_at),
+        "nextAttemptTime": _ts(run.eligible_at) if run.phase == Phase.RETRYING else None,
+        # The traceback stays in Postgres and the API; status carries the summary.
+        "error": {k: v for k, v in run.error.items() if k != "traceback"} if run.error else None,
+    }
+    if run.metadata:
+        status["metadata"] = run.metadata
+    if run.output is not None:
+        encoded = json.dumps(run.output)
+        if len(encoded) > output_limit:
+            status["output"] = encoded[:output_limit]
+            status["outputTruncated"] = True
+        else:
+            status["output"] = run.output
+            status["outputTruncated"] = False
+    return status
+
+
+def task_status(counts: TaskCounts) -> dict[str, Any]:
+    """Task status without the condition's lastTransitionTime (see `ready_since`)."""
+    # A bad schedule makes the Task not Ready, though runs created directly still start.
+    invalid = counts.invalid or counts.schedule_problem
+    ready = condition(
+        "Ready",
+        "False" if invalid else "True",
+        invalid.split(":", 1)[0] if invalid else "Valid",
+        invalid or "the Task is valid and runs are admitted",
+        counts.generation,
+    )
+    return {
+        "observedGeneration": counts.generation,
+        "active": counts.active,
+        "queued": counts.queued,
+        "conditions": [ready],
+    }
+
+
+def ready_since(ready: dict[str, Any], observed: dict[str, Any] | None, at: dt.datetime) -> str:
+    """`lastTransitionTime` of a Ready condition: kept from the one last seen on the Task
+    (`observed`, across restarts) while its status is the same; `at` when it changes."""
+    if observed is not None and observed.get("status") == ready["status"]:
+        since = observed.get("lastTransitionTime")
+        if isinstance(since, str) and since:
+            return since
+    return rfc3339(at)

@@ -1,0 +1,42 @@
+"""Per-attempt credentials.
+
+An attempt's token is `<run-id>.<attempt>.<mac>`, the MAC an HMAC over the run and attempt
+with a key shared by all replicas (kept in Postgres). Tokens are derived, so the Secret that
+carries one can be written again after a crash; only their sha256 is stored with the attempt.
+The key itself is created by the store (`store.keys`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+
+#: The name of the shared key in the store (`drover_keys`).
+SIGNING_KEY_NAME = "attempt-token-hmac"
+
+
+def attempt_token(key: bytes, run_id: str, attempt: int) -> str:
+    mac = hmac.new(key, f"{run_id}.{attempt}".encode(), hashlib.sha256).digest()
+    return f"{run_id}.{attempt}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_token(token: str) -> tuple[str, int] | None:
+    """(run id, attempt) a token claims to be for; None when it is not shaped like one."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 6:
+        return None
+    try:
+        run_id = str(uuid.UUID(parts[0]))
+    except ValueError:
+        return None
+    return run_id, int(parts[1])
+
+
+def matches(token: str, stored_hash: str | None) -> bool:
+    return stored_hash is not None and hmac.compare_digest(token_hash(token), stored_hash)

@@ -1,0 +1,270 @@
+"""The reconcile engine: what the kopf handlers feed in, and the loop that acts on it.
+
+Every decision goes through the store first (one transaction each, via `RunLifecycle`); the
+converger then makes Kubernetes match what was committed. Both are idempotent, so after a
+crash, or with a second replica doing the same work, the cluster converges to the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+from pydantic import ValidationError
+
+from drover.protocol.names import ANNOTATION_SCHEDULED_TIME, LABEL_ATTEMPT, LABEL_RUN_UID
+from drover.protocol.timestamps import now, parse_rfc3339
+from drover_operator.converge import Converger
+from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
+from drover_operator.domain import attempts
+from drover_operator.domain.validation import payload_problem, task_problem
+from drover_operator.engine import observe
+from drover_operator.engine.lifecycle import RunLifecycle
+from drover_operator.settings import OperatorSettings
+from drover_operator.store import Store
+from drover_operator.store.db import listen
+from drover_operator.store.runs import NewRun
+
+log = logging.getLogger(__name__)
+
+
+class Recent:
+    """A bounded set that forgets its oldest entries: memory of what was already handled,
+    used only to skip repeated work (the store's transactions are the real guard)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, None] = OrderedDict()
+
+    def __contains__(self, item: Hashable) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Hashable) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def discard(self, item: Hashable) -> None:
+        self._items.pop(item, None)
+
+
+class Engine:
+    """Turns watch events into decisions, and runs the reconcile loop."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        store: Store,
+        lifecycle: RunLifecycle,
+        converger: Converger,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lifecycle = lifecycle
+        self.converge = converger
+        self._wake = asyncio.Event()
+        # (run uid, attempt) already known to be running / finished, and runs recorded:
+        # skip repeated work on the many events that change nothing for us.
+        self._seen_running = Recent()
+        self._seen_finished = Recent()
+        self._recorded = Recent()
+
+    def wake(self, _payload: str = "") -> None:
+        self._wake.set()
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    async def on_task(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            spec = TaskSpec.model_validate(body.get("spec") or {})
+            problem = task_problem(spec)
+        except ValidationError as exc:
+            problem = f"InvalidSpec: {exc.errors()[0]['msg']}"
+        changed = await self.store.tasks.upsert(
+            meta["namespace"],
+            meta["name"],
+            meta["uid"],
+            meta.get("generation", 1),
+            body.get("spec") or {},
+            problem,
+        )
+        if changed:  # not for the events our own status updates cause
+            self.converge.status.forget_task(meta["namespace"], meta["name"])
+            self.wake()
+
+    async def on_task_deleted(self, namespace: str, name: str) -> None:
+        await self.store.tasks.delete(namespace, name)
+        self.converge.status.forget_task(namespace, name, deleted=True)
+
+    async def on_taskrun(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp"):
+            await self.on_taskrun_deleted(body)
+            return
+        if uid not in self._recorded:
+            if await self._record(body):
+                self.wake()
+            self._recorded.add(uid)
+            await self.converge.finalizers.ensure(body)
+        cancel = bool((body.get("spec") or {}).get("cancel"))
+        if cancel and await self.lifecycle.close(
+            uid, reason="Canceled", message="spec.cancel is true", deleted=False
+        ):
+            self.wake()
+
+    async def on_taskrun_deleted(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        if await self.lifecycle.close(
+            meta["uid"], reason="Deleted", message="the TaskRun was deleted", deleted=True
+        ):
+            self.wake()
+        await self.converge.pods.stop()
+        await self.converge.finalizers.remove(body)
+        self._recorded.discard(meta["uid"])
+
+    async def _record(self, body: dict[str, Any]) -> bool:
+        meta = body["metadata"]
+        spec = TaskRunSpec.model_validate(body.get("spec") or {})
+        created = parse_rfc3339(meta.get("creationTimestamp")) or now()
+        eligible = spec.not_before
+        if spec.delay:
+            eligible = created + parse_duration(spec.delay)
+        failed = None
+        task = await self.store.tasks.get(meta["namespace"], spec.task_ref.name)
+        if task is not None:
+            try:
+                problem = payload_problem(TaskSpec.model_validate(task.spec), spec.payload)
+            except ValidationError:
+                problem = None  # the Task's own condition says what is wrong
+            if problem:
+                failed = ("InvalidPayload", problem)
+        return await self.lifecycle.record(
+            NewRun(
+                id=meta["uid"],
+                namespace=meta["namespace"],
+                name=meta["name"],
+                task=spec.task_ref.name,
+                generation=meta.get("generation", 1),
+                created_at=created,
+                concurrency_key=spec.concurrency_key,
+                priority=spec.priority,
+                payload=spec.payload,
+                tags=spec.tags,
+                eligible_at=eligible,
+                expires_at=created + parse_duration(spec.ttl) if spec.ttl else None,
+                scheduled_at=parse_rfc3339(
+                    (meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED_TIME)
+                ),
+                failed=failed,
+            )
+        )
+
+    async def on_pod(self, event: str, pod: dict[str, Any]) -> None:
+        labels = pod.get("metadata", {}).get("labels") or {}
+        run_id, attempt = labels.get(LABEL_RUN_UID), labels.get(LABEL_ATTEMPT)
+        if not run_id or not attempt or not attempt.isdigit():
+            return
+        key = (run_id, int(attempt))
+        if event == "DELETED":
+            self._seen_running.discard(key)
+            if key in self._seen_finished:
+                self._seen_finished.discard(key)  # its outcome is recorded; forget the pod
+                return
+            # Deleted before its attempt ended (by someone, or with its node).
+            if await self.lifecycle.end_attempt(run_id, key[1], attempts.pod_deleted()):
+                self.wake()
+            return
+        if key in self._seen_finished:
+            return
+        started = attempts.started_at(pod)
+        if started is not None and key not in self._seen_running:
+            await self.lifecycle.started(run_id, key[1], started)
+            self._seen_running.add(key)
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            return
+        # Only a finished pod needs the attempt's Task spec (which exit codes are final).
+        raw = await self.store.attempts.task_spec(run_id, key[1])
+        if raw is None:
+            return
+        outcome = attempts.pod_outcome(pod, TaskSpec.model_validate(raw))
+        if outcome is not None:
+            if await self.lifecycle.end_attempt(run_id, key[1], outcome):
+                self.wake()
+            self._seen_finished.add(key)
+            self._seen_running.discard(key)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(listen(self.settings.database.url, self.wake, stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("reconcile pass failed; retrying")
+                    await asyncio.sleep(1)
+                delay = await self._until_next_wake()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                self._wake.clear()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _until_next_wake(self) -> float:
+        tick = self.settings.loop.tick.total_seconds()
+        try:
+            seconds = await self.store.admission.seconds_to_next_eligible()
+        except Exception:
+            return tick
+        return tick if seconds is None else max(0.0, min(tick, seconds))
+
+    async def tick(self) -> None:
+        """One pass: admit, start, time out, stop, and publish what changed."""
+        batch = self.settings.loop.batch_size
+        if await self.lifecycle.expire():
+            self.wake()
+        for queue in await self.store.admission.due_queues():
+            await self.lifecycle.admit(queue.namespace, queue.task)
+        for created in await self.converge.pods.create():
+            observe.pod_created(created.namespace, created.task, created.number, created.latency)
+        for due in await self.store.attempts.due_deadlines(batch):
+            await self.lifecycle.end_attempt(
+                due.run_id, due.number, attempts.timed_out(), kill=True
+            )
+        # SDK attempts whose heartbeats stopped: frozen or lost with their node. Their slot
+        # is released and the attempt failed (retryable) in one transaction; the pod is
+        # then removed at once, without grace.
+        for due in await self.store.attempts.due_stalls(batch):
+            assert due.heartbeat_timeout is not None
+            outcome = attempts.stalled(due.heartbeat_timeout)
+            await self.lifecycle.end_attempt(
+                due.run_id, due.number, outcome, kill=True, kill_grace=0
+            )
+        for due in await self.store.attempts.due_pending(batch):
+            pod = await self.converge.pods.get(due.namespace, due.pod_name)
+            outcome = attempts.not_started(pod)
+            await self.lifecycle.end_attempt(due.run_id, due.number, outcome, kill=True)
+        await self.converge.pods.stop()
+        for orphan in await self.converge.status.push_runs():
+            # The TaskRun is gone (deleted while we were not looking): close its record.
+            await self.lifecycle.close(
+                orphan.id, reason="Deleted", message="the TaskRun no longer exists", deleted=True
+            )
+        await self.converge.events.post()
+        counts = await self.store.tasks.counts()
+        observe.task_counts(counts)
+        await self.converge.status.push_tasks(counts)
+        await self.converge.finalizers.retry()

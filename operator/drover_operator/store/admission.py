@@ -1,0 +1,179 @@
+"""Admission: waiting runs of a Task take free concurrency slots, in one transaction per Task
+under an advisory lock, so limits hold with bursts and with several replicas at once.
+
+A slot is taken here (the attempt row, `active`) and released in the transaction that ends
+the attempt. Who gets a slot and what the attempt looks like are decided by the caller's
+`AdmissionPolicy` (the run lifecycle's rules); this module only reads and writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from psycopg.types.json import Jsonb
+
+from drover_operator.domain.lifecycle import AttemptPlan, Slots
+from drover_operator.domain.records import Queue, TaskRecord, WaitingRun
+from drover_operator.store.db import (
+    Connection,
+    Pool,
+    advisory_lock,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+    transaction,
+)
+from drover_operator.store.outbox import record_run_events
+from drover_operator.store.tasks import GET_TASK, admission_key
+
+ACTIVE_USAGE = """
+SELECT coalesce(sum(n), 0)::int AS active,
+       coalesce(jsonb_object_agg(concurrency_key, n) FILTER (WHERE concurrency_key IS NOT NULL),
+                '{}'::jsonb) AS per_key
+FROM (SELECT concurrency_key, count(*) AS n FROM drover_attempts
+      WHERE namespace = %s AND task = %s AND active GROUP BY concurrency_key) AS usage
+"""
+
+WAITING_RUNS = """
+SELECT id, name, concurrency_key, attempt, created_at, eligible_at FROM drover_runs
+WHERE namespace = %s AND task = %s AND phase IN ('Queued', 'Retrying')
+  AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
+ORDER BY priority DESC, created_at, seq
+LIMIT %s OFFSET %s
+"""
+
+START_ATTEMPT = """
+UPDATE drover_runs
+SET phase = 'Starting', attempt = attempt + 1, eligible_at = NULL, reason = NULL,
+    message = NULL, version = version + 1
+WHERE id = %s
+RETURNING attempt
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO drover_attempts (run_id, number, namespace, task, concurrency_key, pod_name,
+                             state, task_spec, pending_deadline_at, token_hash,
+                             heartbeat_timeout, max_duration)
+VALUES (%(run_id)s, %(number)s, %(namespace)s, %(task)s, %(concurrency_key)s, %(pod_name)s,
+        'Admitted', %(task_spec)s, now() + %(pending)s::interval, %(token_hash)s,
+        %(heartbeat_timeout)s::interval, %(max_duration)s::interval)
+"""
+
+DUE_QUEUES = """
+SELECT DISTINCT r.namespace, r.task FROM drover_runs r
+JOIN drover_tasks t ON t.namespace = r.namespace AND t.name = r.task AND t.invalid IS NULL
+WHERE r.phase IN ('Queued', 'Retrying') AND NOT r.cancel_requested
+  AND (r.eligible_at IS NULL OR r.eligible_at <= now())
+"""
+
+# Seconds until the next delayed or backed-off run becomes eligible (Postgres' clock).
+NEXT_ELIGIBLE = """
+SELECT extract(epoch FROM min(eligible_at) - now())::float8 FROM drover_runs
+WHERE phase IN ('Queued', 'Retrying') AND eligible_at > now()
+"""
+
+
+class AdmissionPolicy(Protocol):
+    """The rules admission applies (the run lifecycle's), asked inside the transaction."""
+
+    def slots(self, task: TaskRecord, active: int, per_key: dict[str, int]) -> Slots | None:
+        """The Task's free slots given its active attempts; None: admit nothing."""
+
+    def plan(self, task: TaskRecord, run: WaitingRun, number: int) -> AttemptPlan:
+        """The attempt `number` of `run`."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An attempt admission created."""
+
+    run_id: str
+    number: int
+    pod_name: str
+    #: Since when it waited for its slot: the TaskRun's creation, or the retry's eligibility.
+    waiting_since: dt.datetime
+
+
+@dataclass(frozen=True)
+class _Usage:
+    active: int
+    per_key: dict[str, int]
+
+
+class AdmissionStore:
+    """Slots and the attempts that hold them."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def due_queues(self) -> list[Queue]:
+        """Tasks with runs that could be admitted now."""
+        async with self.pool.connection() as conn:
+            return await fetch_all(conn, Queue, DUE_QUEUES)
+
+    async def seconds_to_next_eligible(self) -> float | None:
+        """How long until a delayed or backed-off run becomes eligible; None: none is."""
+        async with self.pool.connection() as conn:
+            value = await fetch_value(conn, NEXT_ELIGIBLE)
+        return None if value is None else float(value)
+
+    async def admit(self, namespace: str, task: str, policy: AdmissionPolicy) -> list[Admitted]:
+        """Admit waiting runs of one Task into free slots, by priority then creation order."""
+        async with transaction(self.pool) as conn:
+            await advisory_lock(conn, admission_key(namespace, task))
+            record = await fetch_one(conn, TaskRecord, GET_TASK, (namespace, task))
+            if record is None or record.invalid is not None:
+                return []
+            usage = await fetch_one(conn, _Usage, ACTIVE_USAGE, (namespace, task))
+            assert usage is not None
+            slots = policy.slots(record, usage.active, usage.per_key)
+            if slots is None:
+                return []
+            admitted: list[Admitted] = []
+            offset = 0
+            while not slots.full:
+                page = slots.page_size
+                candidates = await fetch_all(
+                    conn, WaitingRun, WAITING_RUNS, (namespace, task, page, offset)
+                )
+                skipped = 0
+                for run in candidates:
+                    if slots.full:
+                        break
+                    if slots.take(run.concurrency_key):
+                        admitted.append(await self._start(conn, record, run, policy))
+                    else:
+                        skipped += 1
+                if len(candidates) < page:
+                    break
+                # Admitted runs left the waiting set (this transaction sees its own writes):
+                # the next page starts after the ones skipped, not after the whole page.
+                offset += skipped
+            return admitted
+
+    async def _start(
+        self, conn: Connection, task: TaskRecord, run: WaitingRun, policy: AdmissionPolicy
+    ) -> Admitted:
+        number = await fetch_value(conn, START_ATTEMPT, (run.id,))
+        plan = policy.plan(task, run, number)
+        await conn.execute(
+            INSERT_ATTEMPT,
+            {
+                "run_id": run.id,
+                "number": number,
+                "namespace": task.namespace,
+                "task": task.name,
+                "concurrency_key": run.concurrency_key,
+                "pod_name": plan.pod_name,
+                "task_spec": Jsonb(plan.task_spec),
+                "pending": plan.pending,
+                "token_hash": plan.token_hash,
+                "heartbeat_timeout": plan.heartbeat_timeout,
+                "max_duration": plan.max_duration,
+            },
+        )
+        await record_run_events(conn, run.id, [plan.event])
+        since = run.created_at if number == 1 else run.eligible_at or run.created_at
+        return Admitted(run.id, number, plan.pod_name, since)

@@ -1,0 +1,1 @@
+"""The operator's own telemetry: Prometheus metrics and OpenTelemetry traces."""

@@ -1,0 +1,85 @@
+"""The three distributions built from this repository: a task image installs `drover` alone,
+and gets the SDK and the wire protocol without the operator or its libraries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.packaging
+
+UV = Path(sys.executable).parent / "uv"
+
+
+def _run(*args: str | Path, cwd: Path = REPO_ROOT) -> str:
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, f"{' '.join(map(str, args))}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("wheels")
+    for project in ("runner", "operator", "localcluster"):
+        _run(UV, "build", "--wheel", "--quiet", "--out-dir", out, REPO_ROOT / project)
+    found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
+    assert set(found) == {"drover", "drover_operator", "drover_localcluster"}, found
+    return found
+
+
+def test_the_sdk_wheel_holds_the_sdk_and_the_protocol_only(wheels: dict[str, Path]) -> None:
+    names = zipfile.ZipFile(wheels["drover"]).namelist()
+    packages = {n.split("/")[0] for n in names if not n.startswith("drover-")}
+    assert packages == {"drover"}
+    assert "drover/protocol/wire.py" in names and "drover/runner.py" in names
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in zipfile.ZipFile(wheels["drover"]).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
+    assert [r for r in requires if "extra ==" not in r] == ["pydantic>=2.7"]
+
+
+def test_pip_install_drover_brings_no_operator(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    # From uv's cache when the development install filled it; from the index otherwise.
+    install: list[str | Path] = [UV, "pip", "install", "--python", python, wheels["drover"]]
+    proc = subprocess.run(
+        [str(a) for a in [*install, "--offline"]], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        _run(*install)
+    installed = {
+        line.split("==")[0].lower()
+        for line in _run(UV, "pip", "freeze", "--python", python).splitlines()
+    }
+    assert "drover" in installed and "pydantic" in installed
+    forbidden = {"kopf", "psycopg", "psycopg-binary", "psycopg-pool", "lightkube", "aiohttp"}
+    assert installed & forbidden == set()
+    assert not any(name.startswith("drover-") for name in installed)
+    probe = (
+        "import importlib.util as u, drover, drover.protocol.wire, drover.runner;"
+        "print(u.find_spec('drover_operator'), u.find_spec('kopf'), u.find_spec('psycopg'))"
+    )
+    assert _run(python, "-c", probe, cwd=tmp_path).strip() == "None None None"
+    assert (venv / "bin" / "drover-runner").exists()
+
+
+def test_the_operator_depends_on_the_same_sdk(wheels: dict[str, Path]) -> None:
+    archive = zipfile.ZipFile(wheels["drover_operator"])
+    metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    text = archive.read(metadata).decode()
+    assert "Requires-Dist: drover==0.1.0.dev0" in text
+    assert "Requires-Dist: kopf" in text
+    assert not any(n.startswith("drover/") for n in archive.namelist())

@@ -1,0 +1,299 @@
+"""Every transition of a run's state machine, one test each, on real Postgres: record, admit,
+start, finish, retry, cancel, expire, stall. Each is driven through the store's API (with the
+lifecycle's rules, as the operator runs it) and checked by reading the tables directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from drover_operator.domain import attempts
+from drover_operator.domain.attempts import AttemptState, Outcome
+from drover_operator.engine.policy import LifecyclePolicy
+from drover_operator.store import Store
+from drover_operator.store.runs import NewRun
+from tests.store.conftest import query
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[Store], Awaitable[T]]], T]
+
+POLICY = LifecyclePolicy(dt.timedelta(minutes=10), signing_key=b"k" * 32)
+NOW = dt.datetime.now(dt.UTC)
+
+
+async def add_task(store: Store, name: str = "t", **spec: Any) -> None:
+    body = {"image": "busybox", **({} if "entrypoint" in spec else {"command": ["true"]}), **spec}
+    await store.tasks.upsert("ns", name, str(uuid.uuid4()), 1, body, None)
+
+
+async def add_run(store: Store, name: str, task: str = "t", **fields: Any) -> str:
+    run_id = str(uuid.uuid4())
+    fields.setdefault("created_at", NOW)
+    await store.runs.record(
+        NewRun(id=run_id, namespace="ns", name=name, task=task, generation=1, **fields)
+    )
+    return run_id
+
+
+async def run_row(store: Store, run_id: str) -> dict[str, Any]:
+    [row] = await query(store, "SELECT * FROM drover_runs WHERE id = %s", run_id)
+    return row
+
+
+async def active_slots(store: Store) -> int:
+    rows = await query(store, "SELECT count(*) AS n FROM drover_attempts WHERE active")
+    return int(rows[0]["n"])
+
+
+async def reasons(store: Store, run_id: str) -> list[str]:
+    rows = await query(
+        store, "SELECT reason FROM drover_run_events WHERE run_id = %s ORDER BY id", run_id
+    )
+    return [r["reason"] for r in rows]
+
+
+def failure(retryable: bool = True) -> Outcome:
+    return Outcome(AttemptState.FAILED, "Error", "exit code 1", retryable, exit_code=1)
+
+
+def test_record_is_once_per_uid(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        new = NewRun(id=str(uuid.uuid4()), namespace="ns", name="r", task="t", generation=1,
+                     created_at=NOW, payload={"k": 1})  # fmt: skip
+        assert await store.runs.record(new)
+        assert not await store.runs.record(new)  # a replayed event: nothing twice
+        row = await run_row(store, new.id)
+        assert (row["phase"], row["payload"], row["attempt"]) == ("Queued", {"k": 1}, 0)
+        assert await reasons(store, new.id) == ["Queued"]
+        refused = await add_run(store, "bad", failed=("InvalidPayload", "payload.n: bad"))
+        row = await run_row(store, refused)
+        assert row["phase"] == "Failed" and row["error"]["retryable"] is False
+        assert row["finished_at"] is not None and await reasons(store, refused) == [
+            "InvalidPayload"
+        ]
+
+    with_store(scenario)
+
+
+def test_admit_takes_free_slots_by_priority_then_age_and_per_key(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 3, "perKeyLimit": 1})
+        old = await add_run(store, "old", concurrency_key="a")
+        same_key = await add_run(store, "same-key", concurrency_key="a",
+                                 created_at=NOW + dt.timedelta(seconds=1))  # fmt: skip
+        urgent = await add_run(store, "urgent", priority=10,
+                               created_at=NOW + dt.timedelta(seconds=2))  # fmt: skip
+        later = [await add_run(store, f"later-{i}", created_at=NOW + dt.timedelta(seconds=3 + i))
+                 for i in range(3)]  # fmt: skip
+        admitted = await store.admission.admit("ns", "t", POLICY)
+        assert [a.run_id for a in admitted] == [urgent, old, later[0]]
+        assert await active_slots(store) == 3
+        row = await run_row(store, old)
+        assert (row["phase"], row["attempt"]) == ("Starting", 1)
+        assert (await run_row(store, same_key))["phase"] == "Queued"  # key a is full
+        [attempt] = await query(store, "SELECT * FROM drover_attempts WHERE run_id = %s", old)
+        assert attempt["state"] == "Admitted" and attempt["pod_name"] == "old-a1"
+        assert attempt["token_hash"] and attempt["pending_deadline_at"] is not None
+        assert await store.admission.admit("ns", "t", POLICY) == []  # no slot left
+        assert "Admitted" in await reasons(store, old)
+
+    with_store(scenario)
+
+
+def test_start_marks_the_attempt_running_with_its_deadline(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, timeouts={"maxDuration": "90s"})
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        started = dt.datetime.now(dt.UTC)
+        assert await store.attempts.running(run_id, 1, started)
+        assert not await store.attempts.running(run_id, 1, started)  # once
+        [attempt] = await query(store, "SELECT * FROM drover_attempts WHERE run_id = %s", run_id)
+        assert attempt["state"] == "Running"
+        assert attempt["deadline_at"] - attempt["started_at"] == dt.timedelta(seconds=90)
+        row = await run_row(store, run_id)
+        assert row["phase"] == "Running" and row["started_at"] == attempt["started_at"]
+        assert await reasons(store, run_id) == ["Queued", "Admitted", "Started"]
+
+    with_store(scenario)
+
+
+def test_finish_releases_the_slot_and_keeps_the_output(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 1})
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        await store.attempts.running(run_id, 1, NOW)
+        done = Outcome(AttemptState.SUCCEEDED, "Completed", "returned", False, 0, {"n": 3})
+        ended = await store.attempts.finish(run_id, 1, done, POLICY.end)
+        assert ended is not None and ended.end.phase == "Succeeded"
+        assert await store.attempts.finish(run_id, 1, done, POLICY.end) is None  # once
+        row = await run_row(store, run_id)
+        assert (row["phase"], row["output"], row["error"]) == ("Succeeded", {"n": 3}, None)
+        assert row["finished_at"] is not None and await active_slots(store) == 0
+        assert (await reasons(store, run_id))[-1] == "Succeeded"
+
+    with_store(scenario)
+
+
+def test_retry_waits_by_postgres_clock_then_admits_the_next_attempt(
+    with_store: Runner[Any],
+) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(
+            store, retry={"maxAttempts": 2, "minDelay": "1h", "maxDelay": "1h", "randomize": False}
+        )
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        ended = await store.attempts.finish(run_id, 1, failure(), POLICY.end)
+        assert ended is not None and ended.end.retrying
+        [row] = await query(
+            store, "SELECT *, eligible_at - now() AS wait FROM drover_runs WHERE id = %s", run_id
+        )
+        assert row["phase"] == "Retrying" and row["error"]["type"] == "Error"
+        # Set from Postgres' own clock, the one admission compares it with.
+        assert dt.timedelta(minutes=59) < row["wait"] <= dt.timedelta(hours=1)
+        assert await active_slots(store) == 0
+        assert await store.admission.admit("ns", "t", POLICY) == []  # not before its time
+        async with store.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE drover_runs SET eligible_at = now() WHERE id = %s", (run_id,)
+            )
+        [second] = await store.admission.admit("ns", "t", POLICY)
+        assert (second.run_id, second.number, second.pod_name) == (run_id, 2, "r-a2")
+        assert (await reasons(store, run_id))[-3:] == [
+            "AttemptFailed",
+            "RetryScheduled",
+            "Admitted",
+        ]
+        last = await store.attempts.finish(run_id, 2, failure(), POLICY.end)
+        assert last is not None and last.end.phase == "Failed"  # no attempt left
+        assert (await run_row(store, run_id))["phase"] == "Failed"
+
+    with_store(scenario)
+
+
+def test_cancel_frees_the_slot_and_asks_for_the_pod_to_stop(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 1})
+        running = await add_run(store, "running")
+        queued = await add_run(store, "queued", created_at=NOW + dt.timedelta(seconds=1))
+        await store.admission.admit("ns", "t", POLICY)
+        closed = await store.runs.close(running, reason="Canceled", message="m", deleted=False)
+        assert closed is not None and closed.attempt is not None
+        assert (
+            await store.runs.close(running, reason="Canceled", message="m", deleted=False) is None
+        )
+        [attempt] = await query(store, "SELECT * FROM drover_attempts WHERE run_id = %s", running)
+        assert (attempt["state"], attempt["active"], attempt["kill_requested"]) == (
+            "Canceled",
+            False,
+            True,
+        )
+        [stop] = await store.attempts.pods_to_stop(10)
+        assert stop.pod_name == "running-a1"
+        await store.attempts.pod_stopped(running, 1)
+        assert await store.attempts.pods_to_stop(10) == []
+        assert (await run_row(store, running))["phase"] == "Canceled"
+        # The queued run never starts once canceled; the freed slot goes to nobody else.
+        await store.runs.close(queued, reason="Canceled", message="m", deleted=False)
+        assert await store.admission.admit("ns", "t", POLICY) == []
+        row = await run_row(store, queued)
+        assert (row["phase"], row["attempt"], row["cancel_requested"]) == ("Canceled", 0, True)
+
+    with_store(scenario)
+
+
+def test_delete_of_a_finished_run_only_marks_it_gone(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        done = Outcome(AttemptState.SUCCEEDED, "Completed", "", False, 0)
+        await store.attempts.finish(run_id, 1, done, POLICY.end)
+        finished = (await run_row(store, run_id))["finished_at"]
+        assert await store.runs.close(run_id, reason="Deleted", message="", deleted=True) is None
+        row = await run_row(store, run_id)
+        assert row["phase"] == "Succeeded" and row["deleted_at"] is not None
+        assert row["finished_at"] == finished  # the purge counts from when it finished
+
+    with_store(scenario)
+
+
+def test_expire_ends_runs_not_started_within_their_ttl(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 1})
+        started = await add_run(store, "started", expires_at=NOW - dt.timedelta(seconds=1))
+        await store.admission.admit("ns", "t", POLICY)
+        stale = await add_run(store, "stale", expires_at=NOW - dt.timedelta(seconds=1),
+                              created_at=NOW + dt.timedelta(seconds=1))  # fmt: skip
+        fresh = await add_run(store, "fresh", expires_at=NOW + dt.timedelta(hours=1),
+                              created_at=NOW + dt.timedelta(seconds=2))  # fmt: skip
+        expired = await store.runs.expire()
+        assert [r.id for r in expired] == [stale]
+        assert (await run_row(store, stale))["phase"] == "Expired"
+        assert (await run_row(store, started))["phase"] == "Starting"  # admitted: never
+        assert (await run_row(store, fresh))["phase"] == "Queued"
+        assert await reasons(store, stale) == ["Queued", "Expired"]
+        assert await store.runs.expire() == []
+
+    with_store(scenario)
+
+
+def test_stall_is_due_after_the_heartbeat_timeout(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, entrypoint="m:f", timeouts={"heartbeat": "30s"})
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        await store.attempts.running(run_id, 1, dt.datetime.now(dt.UTC))
+        assert await store.runapi.heartbeat(run_id, 1)
+        assert await store.attempts.due_stalls(10) == []
+        async with store.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE drover_attempts SET heartbeat_at = now() - interval '31 seconds',"
+                " started_at = now() - interval '1 minute' WHERE run_id = %s",
+                (run_id,),
+            )
+        [due] = await store.attempts.due_stalls(10)
+        assert (due.run_id, due.heartbeat_timeout) == (run_id, dt.timedelta(seconds=30))
+        outcome = attempts.stalled(dt.timedelta(seconds=30))
+        ended = await store.attempts.finish(run_id, 1, outcome, POLICY.end, kill=True, kill_grace=0)
+        assert ended is not None and ended.end.retrying
+        [stop] = await store.attempts.pods_to_stop(10)
+        assert stop.kill_grace == 0
+        assert await store.attempts.due_stalls(10) == []
+        assert not await store.runapi.heartbeat(run_id, 1)  # the zombie learns it is over
+
+    with_store(scenario)
+
+
+def test_the_outbox_holds_events_until_posted(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        run_id = await add_run(store, "r")
+        await store.admission.admit("ns", "t", POLICY)
+        pending = await store.outbox.unposted(100)
+        assert [(e.kind, e.reason, e.uid) for e in pending] == [
+            ("TaskRun", "Queued", run_id),
+            ("TaskRun", "Admitted", run_id),
+        ]
+        await store.outbox.mark_posted(pending[:1])
+        assert [e.reason for e in await store.outbox.unposted(100)] == ["Admitted"]
+
+    with_store(scenario)
+
+
+def test_unlimited_admission_takes_every_waiting_run(with_store: Runner[Any]) -> None:
+    """Pages of waiting runs: admitted runs leave the waiting set as they go."""
+
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        for i in range(450):
+            await add_run(store, f"r{i}", created_at=NOW + dt.timedelta(microseconds=i))
+        admitted = await store.admission.admit("ns", "t", POLICY)
+        assert len(admitted) == 450 and await active_slots(store) == 450
+
+    with_store(scenario)

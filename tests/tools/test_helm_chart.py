@@ -1,0 +1,270 @@
+"""The Helm chart, rendered offline: lint, values combinations, schema refusals, RBAC without
+wildcards, restricted pod security, and CRDs identical to crds/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drover_localcluster.binaries import ensure_helm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "helm" / "drover"
+DB = "database.url=postgresql://drover:pw@db:5432/drover"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return ensure_helm()  # cached after the first build
+
+
+def _helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def render(helm: Path, *sets: str, namespace: str = "drover-system") -> list[dict[str, Any]]:
+    args = [arg for s in sets for arg in ("--set", s)]
+    proc = _helm(helm, "template", "rel", str(CHART), "-n", namespace, *args)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def refusal(helm: Path, *sets: str) -> str:
+    args = [arg for s in sets for arg in ("--set", s)]
+    proc = _helm(helm, "template", "rel", str(CHART), *args)
+    assert proc.returncode != 0, f"accepted: {sets}"
+    return proc.stderr
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}s"
+    return found[0]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(docs)["env"]}
+
+
+def rules(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                yield doc["kind"], rule
+
+
+def test_helm_lint(helm: Path) -> None:
+    proc = _helm(helm, "lint", "--strict", str(CHART), "--set", DB)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_chart_crds_equal_the_generated_ones() -> None:
+    ours = {p.name: p.read_text() for p in sorted((REPO_ROOT / "crds").glob("*.yaml"))}
+    chart = {p.name: p.read_text() for p in sorted((CHART / "crds").glob("*.yaml"))}
+    assert chart == ours, "helm/drover/crds/ differs from crds/: run `make crds`"
+
+
+def test_default_install_is_cluster_wide(helm: Path) -> None:
+    docs = render(helm, DB)
+    assert kinds(docs) == sorted(
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    env = env_of(docs)
+    assert env["DROVER_NAMESPACES"] == ""
+    assert env["DROVER_API_URL"] == "http://rel-drover.drover-system.svc:8080"
+    assert env["DROVER_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "rel-drover-database", "key": "url"}
+    }
+    peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
+    assert env["DROVER_PEERING"] == peering == "drover-system-rel-drover"
+    # Cluster-scoped names carry namespace and release: two installs never collide.
+    assert one(docs, "ClusterRole")["metadata"]["name"] == "drover-system-rel-drover"
+    secret = one(docs, "Secret")
+    assert secret["stringData"]["url"] == DB.split("=", 1)[1]
+    container = operator_container(docs)
+    assert container["command"] == ["drover-operator", "run"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_operator_pod_security_is_restricted(helm: Path) -> None:
+    docs = render(helm, DB)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = operator_container(docs)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in operator_container(docs)["volumeMounts"]
+
+
+def test_namespaced_mode(helm: Path) -> None:
+    docs = render(helm, DB, "operator.namespaces={shop,billing}", "runPods.limitRange.enabled=true")
+    assert env_of(docs)["DROVER_NAMESPACES"] == "shop,billing"
+    for kind in ("Role", "RoleBinding", "KopfPeering", "LimitRange"):
+        assert sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == kind) == [
+            "billing",
+            "shop",
+        ], kind
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-drover", "namespace": "drover-system"}
+    ]
+    # The ClusterRole keeps only the cluster-scoped calls: no access to pods or TaskRuns.
+    cluster_resources = {r for rule in one(docs, "ClusterRole")["rules"] for r in rule["resources"]}
+    assert cluster_resources == {
+        "customresourcedefinitions",
+        "tokenreviews",
+        "subjectaccessreviews",
+        "namespaces",
+    }
+
+
+def test_existing_secret(helm: Path) -> None:
+    docs = render(helm, "database.existingSecret=pg", "database.existingSecretKey=dsn")
+    assert "Secret" not in kinds(docs)
+    assert env_of(docs)["DROVER_DATABASE_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
+
+
+def test_two_replicas_peer(helm: Path) -> None:
+    docs = render(helm, DB, "replicas=2")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert env_of(docs)["DROVER_STANDALONE"] == "false"
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_bundled_postgres(helm: Path) -> None:
+    docs = render(helm, "postgresql.enabled=true", "postgresql.auth.password=secret")
+    assert {"StatefulSet", "Service", "Secret"} <= set(kinds(docs))
+    secret = one(docs, "Secret")
+    assert secret["metadata"]["name"] == "rel-drover-postgresql"
+    assert secret["stringData"]["url"] == (
+        "postgresql://drover:secret@rel-drover-postgresql.drover-system.svc:5432/drover"
+    )
+    assert env_of(docs)["DROVER_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "rel-drover-postgresql", "key": "url"}
+    }
+
+
+def test_local_cluster_values(helm: Path, tmp_path: Path) -> None:
+    """What `make cluster-up` writes: API on loopback, where the node agent's pods reach it."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        '{"replicas": 1, "database": {"url": "postgresql://x@127.0.0.1:1/drover"},'
+        ' "api": {"host": "127.0.0.1", "port": 41234, "url": "http://127.0.0.1:41234"}}'
+    )
+    proc = _helm(helm, "template", "drover", str(CHART), "-f", str(values))
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    env = env_of(docs)
+    assert env["DROVER_API_URL"] == "http://127.0.0.1:41234"
+    assert env["DROVER_API_PORT"] == "41234"
+
+
+@pytest.mark.parametrize("sets", [(DB,), (DB, "operator.namespaces={a}")])
+def test_rbac_has_no_wildcards(helm: Path, sets: tuple[str, ...]) -> None:
+    found = list(rules(render(helm, *sets)))
+    assert found
+    for kind, rule in found:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"{kind} rule {rule}"
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+        # The operator writes per-attempt token Secrets but never reads Secrets.
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) == {"create", "patch"}
+
+
+@pytest.mark.parametrize(
+    ("sets", "field"),
+    [
+        ((DB, "replicas=-1"), "replicas"),
+        ((DB, "image.pullPolicy=Sometimes"), "pullPolicy"),
+        ((DB, "unknownKey=1"), "unknownKey"),
+        ((DB, "operator.namespces={a}"), "namespces"),
+        ((DB, "operator.namespaces={Not_A_Namespace}"), "namespaces"),
+        ((DB, "api.port=70000"), "port"),
+        (("database.url=mysql://x",), "url"),
+        ((DB, "service.type=Ingress"), "type"),
+    ],
+)
+def test_schema_refuses_bad_values(helm: Path, sets: tuple[str, ...], field: str) -> None:
+    message = refusal(helm, *sets)
+    assert "values don't meet the specifications of the schema" in message, message
+    assert field in message, message
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ((), "set one of database.url, database.existingSecret or postgresql.enabled"),
+        ((DB, "postgresql.enabled=true"), "set only one of database.url"),
+        ((DB, "operator.standalone=true", "replicas=2"), "operator.standalone"),
+        ((DB, "runPods.limitRange.enabled=true"), "runPods.limitRange.enabled"),
+    ],
+)
+def test_template_refuses_inconsistent_values(
+    helm: Path, sets: tuple[str, ...], expected: str
+) -> None:
+    assert expected in refusal(helm, *sets)
+
+
+def test_observability_objects_are_off_by_default_and_render_when_enabled(helm: Path) -> None:
+    default = kinds(render(helm, DB))
+    assert "ServiceMonitor" not in default
+    assert all(k != "ConfigMap" for k in default)
+    docs = render(
+        helm,
+        DB,
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.dashboard.enabled=true",
+        "tracing.otlpEndpoint=http://otel:4318",
+        "operator.logFormat=json",
+    )
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0] == {
+        "port": "http",
+        "path": "/metrics",
+        "interval": "30s",
+        "scrapeTimeout": "10s",
+    }
+    dashboard = one(docs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["drover.json"])["panels"]
+    env = env_of(docs)
+    assert env["DROVER_LOG_FORMAT"] == "json"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+
+
+def test_observability_values_are_checked(helm: Path) -> None:
+    assert "logFormat" in refusal(helm, DB, "operator.logFormat=xml")
+    assert "otlpEndpoint" in refusal(helm, DB, "tracing.otlpEndpoint=not a url")
+    assert "interval" in refusal(helm, DB, "metrics.serviceMonitor.interval=soon")
