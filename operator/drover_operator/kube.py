@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx2
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 
 from drover.protocol.names import GROUP, VERSION
@@ -15,6 +15,16 @@ FIELD_MANAGER = "drover-operator"
 
 #: The API server could not be reached, or the connection broke: retried on the next pass.
 NETWORK_ERRORS = (httpx2.HTTPError,)
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of a refused request: an `ApiError`'s, or that of an answer that was
+    not a Kubernetes Status (e.g. `404 page not found` for a resource type not served)."""
+    if isinstance(exc, ApiError):
+        return exc.status.code
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return exc.response.status_code
+    return None
 
 
 def make_client() -> AsyncClient:

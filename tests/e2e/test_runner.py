@@ -25,6 +25,7 @@ from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount, ServiceAccountToken
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
+from drover.protocol import PROTOCOL_HEADER
 from drover_localcluster.processes import alive
 from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import OperatorProcess, run, status, task, wait_phase
@@ -61,7 +62,12 @@ def token(cluster: E2ECluster, namespace: str, pod: str) -> str:
 
 
 def call(
-    operator: OperatorProcess, method: str, path: str, bearer: str | None, body: Any = None
+    operator: OperatorProcess,
+    method: str,
+    path: str,
+    bearer: str | None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         operator.api_url + path,
@@ -70,6 +76,7 @@ def call(
         headers={
             "Content-Type": "application/json",
             **({"Authorization": f"Bearer {bearer}"} if bearer else {}),
+            **(headers or {}),
         },
     )
     try:
@@ -251,6 +258,24 @@ def test_api_refuses_strangers(
     assert code == 422 and "steps" in problem["message"]
     big = {"steps": [{"seq": 0, "name": "huge", "value": "x" * (300 * 1024)}]}
     assert call(operator, "PUT", f"/v1/runs/{first}/steps", mine, big)[0] == 413
+
+
+def test_protocol_versions_the_operator_does_not_serve_are_refused(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    c = cluster.client
+    sdk_task(cluster, namespace, "idle", "waits")
+    uid = run(c, namespace, "idle-1", "idle")
+    wait_phase(c, namespace, "idle-1", "Running")
+    mine = token(cluster, namespace, "idle-1-a1")
+    path = f"/v1/runs/{uid}/context"
+    assert call(operator, "GET", path, mine, headers={PROTOCOL_HEADER: "1"})[0] == 200
+    code, problem = call(operator, "GET", path, mine, headers={PROTOCOL_HEADER: "99"})
+    assert code == 400 and problem["type"] == "unsupported-protocol"
+    assert "upgrade the operator" in problem["message"]
+    step = {"steps": [{"seq": 0, "name": "s", "value": 1}]}
+    code, _ = call(operator, "PUT", f"/v1/runs/{uid}/steps", mine, step, {PROTOCOL_HEADER: "0"})
+    assert code == 400
 
 
 def test_api_fuzzed_from_its_openapi_document_never_fails_with_5xx(

@@ -3,6 +3,8 @@ and gets the SDK and the wire protocol without the operator or its libraries."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,8 +30,15 @@ def _run(*args: str | Path, cwd: Path = REPO_ROOT) -> str:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
+    # Built from copies: setuptools leaves a build/ directory next to the sources.
+    sources = tmp_path_factory.mktemp("sources")
     for project in ("runner", "operator", "localcluster"):
-        _run(UV, "build", "--wheel", "--quiet", "--out-dir", out, REPO_ROOT / project)
+        shutil.copytree(
+            REPO_ROOT / project,
+            sources / project,
+            ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
+        )
+        _run(UV, "build", "--wheel", "--quiet", "--out-dir", out, sources / project)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"drover", "drover_operator", "drover_localcluster"}, found
     return found
@@ -61,7 +70,7 @@ def test_pip_install_drover_brings_no_operator(wheels: dict[str, Path], tmp_path
     if proc.returncode != 0:
         _run(*install)
     installed = {
-        line.split("==")[0].lower()
+        re.split(r"==| @ ", line)[0].lower()
         for line in _run(UV, "pip", "freeze", "--python", python).splitlines()
     }
     assert "drover" in installed and "pydantic" in installed

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drover import __version__
+from drover.protocol import PROTOCOL_HEADER
 from drover.protocol.wire import (
     Completion,
     Failure,
@@ -58,7 +59,7 @@ def _json(name: str) -> dict[str, Any]:
 _ERRORS = {
     str(code): {"description": text, **_json("Problem")}
     for code, text in [
-        (400, "malformed JSON"),
+        (400, "malformed JSON, or a protocol version this operator does not serve"),
         (401, "missing or invalid token"),
         (403, "the token belongs to another run"),
         (404, "no such run"),
@@ -133,8 +134,15 @@ def document() -> dict[str, Any]:
             "post": _op("Append log lines from the task", _object("stored"), "LogBatch")
         },
     }
+    protocol = {
+        "name": PROTOCOL_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "The runner's wire protocol version (drover.protocol); absent: 1",
+        "schema": {"type": "integer", "minimum": 1},
+    }
     for item in paths.values():
-        item["parameters"] = [run_id]
+        item["parameters"] = [run_id, protocol]
     read_params = [
         {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
         for n in ("namespace", "name")

@@ -4,15 +4,19 @@ silent, so the operator makes sure it exists before kopf starts."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from enum import Enum
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 
 from drover_operator.errors import PeeringError
+from drover_operator.kube import NETWORK_ERRORS, status_code
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,28 @@ class Peering(Enum):
     UNAVAILABLE = "unavailable"  # kopf's peering CRDs are not installed
 
 
-async def ensure_peering(client: AsyncClient, name: str, namespaces: list[str]) -> Peering:
+async def ensure_peering(
+    client: AsyncClient, name: str, namespaces: list[str], *, patience: float = 60.0
+) -> Peering:
     """Make sure the peering object `name` exists: cluster-wide, or in each of `namespaces`.
-    Raises `PeeringError` saying what to do when it is missing and cannot be created."""
+    Raises `PeeringError` saying what to do when it is missing and cannot be created. An API
+    server that is briefly unable to answer (starting, CRD storage initializing) is asked
+    again for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    delay = 0.25
+    while True:
+        try:
+            return await _ensure(client, name, namespaces)
+        except (ApiError, *NETWORK_ERRORS) as exc:
+            code = status_code(exc)
+            if (code is not None and code != 429 and code < 500) or time.monotonic() > deadline:
+                raise PeeringError(f"cannot check the peering object {name!r}: {exc}") from None
+            log.warning("checking the peering object %s: %s; retrying", name, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _ensure(client: AsyncClient, name: str, namespaces: list[str]) -> Peering:
     created = False
     where_to_look: list[str | None] = [*namespaces] if namespaces else [None]
     for namespace in where_to_look:
@@ -51,10 +74,13 @@ async def ensure_peering(client: AsyncClient, name: str, namespaces: list[str]) 
         )
         try:
             found = await _exists(client, name, namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
+        except (ApiError, httpx2.HTTPStatusError) as exc:
+            code = status_code(exc)
+            if code == 404:  # the resource type is not served: no CRDs
                 return Peering.UNAVAILABLE
-            raise PeeringError(f"cannot read {kind} ({exc.status.message}): {how}") from None
+            if code in (401, 403):
+                raise PeeringError(f"cannot read {kind} ({exc}): {how}") from None
+            raise
         if found:
             continue
         try:
@@ -62,10 +88,12 @@ async def ensure_peering(client: AsyncClient, name: str, namespaces: list[str]) 
         except ApiError as exc:
             if exc.status.code == 409:
                 continue  # another replica created it
-            raise PeeringError(
-                f'the peering object "{name}" does not exist and could not be created '
-                f"({exc.status.message}): {how}"
-            ) from None
+            if exc.status.code in (401, 403, 422):
+                raise PeeringError(
+                    f'the peering object "{name}" does not exist and could not be created '
+                    f"({exc.status.message}): {how}"
+                ) from None
+            raise
         created = True
         log.info("created the peering object %s%s", name, f" in {namespace}" if namespace else "")
     return Peering.CREATED if created else Peering.READY
