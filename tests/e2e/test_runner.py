@@ -8,12 +8,14 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,9 @@ from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount, ServiceAcco
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from drover.protocol import PROTOCOL_HEADER
-from drover_localcluster.processes import alive
-from tests.conftest import E2ECluster, wait_for
+from drover_localcluster.postgres import Postgres
+from drover_localcluster.processes import alive, free_port
+from tests.conftest import E2ECluster, private_directory, wait_for
 from tests.e2e.operator_support import OperatorProcess, run, status, task, wait_phase
 
 pytestmark = pytest.mark.e2e
@@ -216,22 +219,42 @@ def test_frozen_runner_is_stalled_resumed_and_its_zombie_refused(
     assert names == ["prepare"]
 
 
+@pytest.fixture
+def private_postgres() -> Iterator[Postgres]:
+    """A Postgres of the test's own, to restart without disturbing tests running beside it."""
+    server = Postgres(private_directory("drover-test-pg-"), free_port())
+    server.start(marker=f"drover-tests-{os.getpid()}")
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
 def test_postgres_restart_during_a_run_loses_nothing(
-    cluster: E2ECluster, namespace: str, operator: OperatorProcess, tmp_path: Path
+    cluster: E2ECluster,
+    namespace: str,
+    drover_crds: None,
+    private_postgres: Postgres,
+    tmp_path: Path,
 ) -> None:
     c = cluster.client
-    sdk_task(cluster, namespace, "steady", "slow_steps", timeouts={"heartbeat": "30s"})
-    run(
-        c,
-        namespace,
-        "steady-1",
-        "steady",
-        payload={"dir": str(tmp_path), "steps": 20, "pause": 0.2},
-    )
-    wait_for(lambda: sum(effects(tmp_path).values()) >= 5, what="a few steps done")
-    assert cluster.local.state is not None
-    cluster.local.postgres.restart(cluster.local.state.marker)
-    st = wait_phase(c, namespace, "steady-1", "Succeeded", "Failed", timeout=180)
+    log = cluster.local.directory / "logs" / f"operator-{namespace}.log"
+    operator = OperatorProcess(cluster, namespace, private_postgres.dsn, log).start()
+    try:
+        sdk_task(cluster, namespace, "steady", "slow_steps", timeouts={"heartbeat": "30s"})
+        run(
+            c,
+            namespace,
+            "steady-1",
+            "steady",
+            payload={"dir": str(tmp_path), "steps": 20, "pause": 0.2},
+        )
+        wait_for(lambda: sum(effects(tmp_path).values()) >= 5, what="a few steps done")
+        private_postgres.restart(marker=f"drover-tests-{os.getpid()}")
+        st = wait_phase(c, namespace, "steady-1", "Succeeded", "Failed", timeout=180)
+    finally:
+        operator.stop()
     assert st["phase"] == "Succeeded", st
     assert st["output"] == sum(range(20))
     assert effects(tmp_path) == Counter({f"part-{i}": 1 for i in range(20)})

@@ -56,7 +56,7 @@ async def ensure_peering(
             code = status_code(exc)
             if (code is not None and code != 429 and code < 500) or time.monotonic() > deadline:
                 raise PeeringError(f"cannot check the peering object {name!r}: {exc}") from None
-            log.warning("checking the peering object %s: %s; retrying", name, exc)
+            log.info("checking the peering object %s: %s; retrying", name, exc)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 
