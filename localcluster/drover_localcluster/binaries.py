@@ -226,26 +226,24 @@ def _ensure(
     _log(f"built {target.name} in {time.monotonic() - started:.0f}s")
 
 
-def ensure_promtool(versions: Versions | None = None) -> Path:
-    """`promtool` (checks metrics exposition), built once and cached like the cluster's
-    binaries; not part of `ensure_binaries`, so starting a cluster never waits for it."""
-    versions = versions or Versions()
+def _ensure_tool(name: str, version: str, build: Callable[[str, Path], None]) -> Path:
+    """A tool some tests use, built once and cached like the cluster's binaries; not part of
+    `ensure_binaries`, so starting a cluster never waits for it."""
     root = cache_root() / "bin"
-    target = root / f"promtool-{versions.prometheus}"
+    target = root / f"{name}-{version}"
     with _build_lock(root):
-        _ensure(root, target, ("promtool",), _build_promtool, versions.prometheus)
-    return target / "promtool"
+        _ensure(root, target, (name,), build, version)
+    return target / name
+
+
+def ensure_promtool(versions: Versions | None = None) -> Path:
+    """`promtool`, which checks the metrics exposition."""
+    return _ensure_tool("promtool", (versions or Versions()).prometheus, _build_promtool)
 
 
 def ensure_helm(versions: Versions | None = None) -> Path:
-    """`helm` (the chart's tests and `make helm-lint`), built once and cached; not part of
-    `ensure_binaries`, so starting a cluster never waits for it."""
-    versions = versions or Versions()
-    root = cache_root() / "bin"
-    target = root / f"helm-{versions.helm}"
-    with _build_lock(root):
-        _ensure(root, target, ("helm",), _build_helm, versions.helm)
-    return target / "helm"
+    """`helm`, for the chart's tests and `make helm-lint`."""
+    return _ensure_tool("helm", (versions or Versions()).helm, _build_helm)
 
 
 def ensure_binaries(versions: Versions | None = None) -> Binaries:
