@@ -38,6 +38,7 @@ dev: cluster-up  ## Bring everything up, apply the examples and run the operator
 	@source $(CLUSTER_DIR)/env && \
 	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null && \
 	  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null && \
+	  kubectl apply -f $(CLUSTER_DIR)/apiservice.yaml >/dev/null && \
 	  kubectl apply -f examples/
 	@echo
 	@echo "The local cluster is up and the operator starts below. In another shell:"
@@ -45,6 +46,8 @@ dev: cluster-up  ## Bring everything up, apply the examples and run the operator
 	@echo "  kubectl get nodes                 # drover-local Ready"
 	@echo "  kubectl get tasks,taskruns        # the examples"
 	@echo "  kubectl describe taskrun sync-customer-tenant-42"
+	@echo "  echo '{\"payload\": {\"customerId\": \"cus_1\"}}' | kubectl create --raw \\"
+	@echo "    /apis/api.drover.dev/v1/namespaces/default/tasks/sync-customer/trigger -f -"
 	@echo "Stop the operator with Ctrl-C and the cluster with: make cluster-down"
 	@echo
 	@source $(CLUSTER_DIR)/env && exec $(VENV)/bin/drover-operator run

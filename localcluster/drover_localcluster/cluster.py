@@ -7,6 +7,7 @@ what an earlier one started.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shlex
@@ -28,6 +29,9 @@ from drover_localcluster.postgres import Postgres
 from drover_localcluster.processes import alive, free_port, spawn, stop_group, sweep, wait_until
 from drover_localcluster.settings import NODE_NAME, Timing, Versions
 
+# Names a local operator's HTTPS certificate is good for (the aggregator checks the last).
+_OPERATOR_HOSTS = ("localhost", "127.0.0.1", "drover-api.default.svc")
+
 # The checkout this package was installed from (editable): pods import task code from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +45,8 @@ class ClusterState:
     postgres_port: int
     # Reserved for a locally started operator's HTTP API (DROVER_API_PORT in .cluster/env).
     operator_api_port: int = 0
+    # ... and its HTTPS port, where the API server forwards the aggregated API.
+    operator_tls_port: int = 0
     # Reserved for the Helm-installed operator's API (.cluster/helm-values.yaml), so it and a
     # `make dev` operator can run side by side: every pod here shares the host's loopback.
     helm_api_port: int = 0
@@ -92,11 +98,58 @@ class LocalCluster:
     def server(self) -> str:
         return self.control_plane.server
 
+    def serving_cert(self, name: str, hosts: tuple[str, ...]) -> tuple[Path, Path]:
+        """(certificate, key) for a server on this host, signed by the cluster's CA (which
+        `ca_bundle` returns): e.g. an aggregated API server the API server forwards to."""
+        pair = self.control_plane.ca.issue(f"{name}-serving", name, hosts=hosts, server=True)
+        return pair.cert, pair.key
+
+    def ca_bundle(self) -> bytes:
+        return self.control_plane.ca.pair.cert.read_bytes()
+
+    def aggregated_api(
+        self, group: str, version: str, port: int, service: str, namespace: str = "default"
+    ) -> list[dict[str, Any]]:
+        """Manifests registering an API served on this host at `port` (HTTPS, with a
+        certificate from `serving_cert` for `<service>.<namespace>.svc`) as `group/version`.
+
+        No pod network here: the Service is an ExternalName for `localhost`, which the API
+        server's aggregator dials directly (it does not route through endpoints here)."""
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": service, "namespace": namespace},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": "localhost",
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                },
+            },
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": f"{version}.{group}"},
+                "spec": {
+                    "group": group,
+                    "version": version,
+                    "service": {"name": service, "namespace": namespace, "port": port},
+                    "caBundle": base64.b64encode(self.ca_bundle()).decode(),
+                    "groupPriorityMinimum": 1000,
+                    "versionPriority": 15,
+                },
+            },
+        ]
+
     def env(self) -> dict[str, str]:
         """Environment for tools that talk to this cluster (kubectl, helm, the operator)."""
         path = ":".join(str(p) for p in [*self.binaries.directories, Path(sys.executable).parent])
         assert self.state is not None
+        if not self.state.operator_tls_port:  # a state file from before this field existed
+            self.state.operator_tls_port = free_port()
+            self._save()
         api_port = str(self.state.operator_api_port)
+        tls_cert, tls_key = self.serving_cert("operator", _OPERATOR_HOSTS)
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "PATH_PREPEND": path,
@@ -106,6 +159,10 @@ class LocalCluster:
             "DROVER_API_HOST": "127.0.0.1",
             "DROVER_API_PORT": api_port,
             "DROVER_API_URL": f"http://127.0.0.1:{api_port}",
+            # HTTPS for the aggregated API (`kubectl create --raw /apis/api.drover.dev/...`).
+            "DROVER_API_TLS_PORT": str(self.state.operator_tls_port),
+            "DROVER_API_TLS_CERT_FILE": str(tls_cert),
+            "DROVER_API_TLS_KEY_FILE": str(tls_key),
         }
 
     def helm_values(self, *, api_port: int | None = None) -> dict[str, Any]:
@@ -155,6 +212,7 @@ class LocalCluster:
             },
             postgres_port=free_port(),
             operator_api_port=free_port(),
+            operator_tls_port=free_port(),
             helm_api_port=free_port(),
         )
         self._save()
@@ -302,6 +360,17 @@ class LocalCluster:
                 lines.append(f"export {key}={shlex.quote(value)}")
         lines.append(f'export PATH={shlex.quote(env["PATH_PREPEND"])}:"$PATH"')
         self.env_file.write_text("\n".join(lines) + "\n")
+        assert self.state is not None
+        (self.directory / "apiservice.yaml").write_text(
+            "# Registers a `make dev` operator's API with the API server (written by make"
+            " cluster-up).\n"
+            + "---\n".join(
+                json.dumps(m, indent=2) + "\n"
+                for m in self.aggregated_api(
+                    "api.drover.dev", "v1", self.state.operator_tls_port, "drover-api"
+                )
+            )
+        )
         (self.directory / "helm-values.yaml").write_text(
             "# Values for `helm install drover helm/drover -n drover-system --create-namespace"
             " -f .cluster/helm-values.yaml` on the local cluster (written by make cluster-up).\n"

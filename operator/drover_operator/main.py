@@ -11,7 +11,8 @@ import kopf
 from lightkube import AsyncClient
 
 from drover_operator import handlers
-from drover_operator.api.app import serve
+from drover_operator.api.app import Listen, make_app, serve
+from drover_operator.api.auth import Authenticator, FrontProxy
 from drover_operator.converge import Converger
 from drover_operator.converge.peering import Peering, ensure_peering
 from drover_operator.domain.tokens import SIGNING_KEY_NAME
@@ -20,6 +21,7 @@ from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.engine.policy import LifecyclePolicy
 from drover_operator.engine.runs import Engine
 from drover_operator.engine.scheduler import Scheduler
+from drover_operator.engine.triggers import Triggers
 from drover_operator.kube import make_client
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
@@ -72,8 +74,20 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
         store, LifecyclePolicy(settings.runs.default_pending_timeout, signing_key)
     )
     converger = Converger(settings, store, client, signing_key)
+    front_proxy = await FrontProxy.from_cluster(client) if settings.api.tls_cert_file else None
+    auth = Authenticator(client, front_proxy, tuple(settings.api.token_audiences))
+    app = make_app(store, lifecycle, Triggers(store, converger.taskruns), auth)
     # The API is served by every replica, whether or not its kopf handlers are active.
-    api = await serve(store, lifecycle, client, settings.api.host, settings.api.port)
+    api = await serve(
+        app,
+        Listen(
+            settings.api.host,
+            settings.api.port,
+            settings.api.tls_port,
+            settings.api.tls_cert_file,
+            settings.api.tls_key_file,
+        ),
+    )
     engine = Engine(settings, store, lifecycle, converger)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

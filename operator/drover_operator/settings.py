@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from drover_operator.crd.durations import format_duration, parse_duration
 from drover_operator.errors import ConfigurationError
@@ -135,6 +142,24 @@ class ApiSettings(Group):
     url: Annotated[str | None, Env("DROVER_API_URL")] = None
     """The API's URL as task pods reach it (the chart sets the Service URL); default
     `http://127.0.0.1:<port>`."""
+    tls_port: Annotated[int, Env("DROVER_API_TLS_PORT"), Field(ge=0, le=65535)] = 8443
+    """The API's HTTPS port (when a certificate is given): where the Kubernetes API server
+    forwards `api.drover.dev` requests (the aggregated API)."""
+    tls_cert_file: Annotated[str, Env("DROVER_API_TLS_CERT_FILE")] = ""
+    """PEM certificate (chain) of the HTTPS port; empty: no HTTPS, no aggregated API."""
+    tls_key_file: Annotated[str, Env("DROVER_API_TLS_KEY_FILE")] = ""
+    """Its private key."""
+    token_audiences: Annotated[
+        list[str], Env("DROVER_API_TOKEN_AUDIENCES"), BeforeValidator(_comma_list)
+    ] = Field(default_factory=list)
+    """Comma-separated audiences a bearer token sent straight to the API must carry; empty:
+    the Kubernetes API server's own (plain ServiceAccount tokens)."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("DROVER_API_TLS_CERT_FILE and DROVER_API_TLS_KEY_FILE go together")
+        return self
 
     @property
     def pod_url(self) -> str:
@@ -227,13 +252,14 @@ def load(
         problems = []
         for error in exc.errors():
             group, field = (str(part) for part in (*error["loc"], "", "")[:2])
-            name = by_location.get((group, field), f"{group}.{field}")
-            if error["type"] == "missing":
+            name = by_location.get((group, field))
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if name is None:  # a rule across a group's settings: its message names them
+                problems.append(message)
+            elif error["type"] == "missing":
                 problems.append(f"{name} is required")
             else:
-                given = values.get(name, "")
-                message = str(error["msg"]).removeprefix("Value error, ")
-                problems.append(f"{name}={given!r}: {message}")
+                problems.append(f"{name}={values.get(name, '')!r}: {message}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
 
 

@@ -19,6 +19,52 @@ class ApiError(DroverError):
         self.status, self.type, self.message = status, type, message
 
 
+class ClientError(DroverError):
+    """The Drover API refused a request from `drover.Client`: `status` is the HTTP status,
+    `type` the problem type (`not-found`, `forbidden`, `invalid-payload`, ...), `message` what
+    the API said."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message = status, type, message
+
+
+class NotFoundError(ClientError):
+    """404: no such Task or run (in that namespace)."""
+
+
+class UnauthorizedError(ClientError):
+    """401: no Kubernetes identity the API accepts."""
+
+
+class ForbiddenError(ClientError):
+    """403: the identity lacks the RBAC permission the message names."""
+
+
+class InvalidRequestError(ClientError):
+    """400, 413 or 422: the request (or its payload) is wrong; nothing was created."""
+
+
+class ConflictError(ClientError):
+    """409: e.g. canceling a run that already finished."""
+
+
+class UnavailableError(ClientError):
+    """503, or no answer: the operator or its database is briefly unavailable; retry."""
+
+
+class RunFailedError(DroverError):
+    """`RunResult.unwrap()` of a run that did not succeed: `result` tells how it ended."""
+
+    def __init__(self, result: object, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class WaitTimeout(DroverError):  # noqa: N818 - the name task code knows (drover.WaitTimeout)
+    """Waiting gave up before the awaited thing happened."""
+
+
 class CheckpointTooLargeError(DroverError):
     """A step's value is over the checkpoint size cap."""
 

@@ -254,6 +254,8 @@ def _run(**fields: Any) -> UnpushedRun:
         "pushed_version": 0,
         "metadata": {},
         "scheduled_at": None,
+        "wait_reason": None,
+        "wait_message": None,
         "task_exists": True,
         "task_invalid": None,
     }

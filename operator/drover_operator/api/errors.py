@@ -7,8 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from lightkube import ApiError
 from pydantic import ValidationError
 
+from drover_operator.engine.triggers import TriggerError
+from drover_operator.kube import NETWORK_ERRORS
 from drover_operator.store.errors import UNAVAILABLE, UNSTORABLE
 
 log = logging.getLogger(__name__)
@@ -24,8 +27,37 @@ class ProblemError(Exception):
         self.status, self.type, self.message = status, type, message
 
 
+# A problem is also a Kubernetes `Status`, so that kubectl (`create --raw`) and Kubernetes
+# clients of the aggregated API print it as they print the API server's own errors.
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
+
+
 def problem_response(status: int, type: str, message: str) -> web.Response:
-    return web.json_response({"type": type, "message": message}, status=status)
+    return web.json_response(
+        {
+            "type": type,
+            "message": message,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "reason": _REASONS.get(status, "InternalError"),
+            "code": status,
+        },
+        status=status,
+    )
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -40,7 +72,7 @@ def _validation_message(exc: ValidationError) -> str:
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ProblemError as exc:
+    except (ProblemError, TriggerError) as exc:
         return problem_response(exc.status, exc.type, exc.message)
     except ValidationError as exc:
         return problem_response(422, "invalid-body", _validation_message(exc))
@@ -57,6 +89,10 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except UNSTORABLE as exc:
         # Valid JSON Postgres cannot store, e.g. a NUL character in a string.
         return problem_response(422, "invalid-body", f"the body cannot be stored: {exc}")
+    except (ApiError, *NETWORK_ERRORS) as exc:
+        # The Kubernetes API server did not answer as it should: callers retry 503s.
+        log.warning("Kubernetes API unavailable for %s %s: %s", request.method, request.path, exc)
+        return problem_response(503, "unavailable", "the Kubernetes API is unavailable; retry")
     except UNAVAILABLE as exc:
         # The database is briefly unavailable: runners retry 503s.
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)

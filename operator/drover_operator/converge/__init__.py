@@ -13,6 +13,7 @@ from drover_operator.converge.finalizers import Finalizers
 from drover_operator.converge.pods import PodConverger
 from drover_operator.converge.status import StatusConverger
 from drover_operator.converge.taskruns import TaskRunWriter
+from drover_operator.converge.webhooks import WebhookSecrets
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
 
@@ -33,6 +34,7 @@ class Converger:
         self.events = EventPoster(store, client, settings.loop.batch_size)
         self.finalizers = Finalizers(client)
         self.taskruns = TaskRunWriter(client)
+        self.webhooks = WebhookSecrets(store, client, settings.loop.history_interval)
 
 
 __all__ = ["Converger"]

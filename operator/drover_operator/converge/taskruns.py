@@ -114,6 +114,76 @@ class TaskRunWriter:
             return Result.RETRY
         return Result.DONE
 
+    async def create_run(
+        self,
+        namespace: str,
+        spec: dict[str, Any],
+        *,
+        name: str | None = None,
+        generate_name: str | None = None,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> tuple[Result, str, str]:
+        """Create a TaskRun (named `name`, or by the API server from `generate_name`):
+        (DONE, uid, name); (GONE, "", "") when `name` exists already; (REFUSED, message, "")
+        when the API server refuses it; (RETRY, message, "") when it could not answer."""
+        body = TaskRunResource(
+            metadata=ObjectMeta(
+                name=name,
+                generateName=None if name else generate_name,
+                namespace=namespace,
+                labels=labels or None,
+                annotations=annotations or None,
+            ),
+            spec=spec,
+        )
+        try:
+            created = await self.client.create(body)
+        except ApiError as exc:
+            if exc.status.code == 409 and name:
+                return Result.GONE, "", ""
+            if exc.status.code in (400, 403, 422):
+                return Result.REFUSED, exc.status.message or str(exc), ""
+            return Result.RETRY, exc.status.message or str(exc), ""
+        except NETWORK_ERRORS as exc:
+            return Result.RETRY, str(exc), ""
+        meta = created.metadata
+        assert meta is not None and meta.uid and meta.name
+        return Result.DONE, meta.uid, meta.name
+
+    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A TaskRun as the API server has it; None if there is none."""
+        try:
+            found = await self.client.get(TaskRunResource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        body: dict[str, Any] = found.to_dict()  # type: ignore[no-untyped-call]
+        return body
+
+    async def uid_of(self, namespace: str, name: str) -> str | None:
+        """The UID of the TaskRun `name`; None if there is none. Raises when the API server
+        does not answer."""
+        try:
+            found = await self.client.get(TaskRunResource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return found.metadata.uid if found.metadata else None
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Task's spec as the API server has it (before the operator has seen it)."""
+        try:
+            found = await self.client.get(TaskResource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        spec: dict[str, Any] = found.spec or {}
+        return spec
+
     async def exists(self, namespace: str, name: str, uid: str) -> bool | None:
         """Whether the TaskRun called `name` with this UID exists; None: the API server did
         not answer."""

@@ -174,6 +174,22 @@ class History(CRDModel):
     """Keep at most this many failed, canceled, timed-out or expired TaskRuns."""
 
 
+#: An HTTP header name (RFC 9110 token).
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
+class Webhook(CRDModel):
+    """Trigger runs of this Task from signed HTTP requests (GitHub, Stripe, any sender that
+    signs its body with HMAC-SHA256)."""
+
+    idempotency_header: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=HEADER_NAME_PATTERN)]
+        | None
+    ) = None
+    """Request header whose value is the run's idempotency key, so a redelivery starts no
+    second run; default `Idempotency-Key` (e.g. `X-GitHub-Delivery` for GitHub)."""
+
+
 _EXACTLY_ONE_PROGRAM = [
     CEL(
         "!(has(self.entrypoint) && has(self.command))",
@@ -262,6 +278,9 @@ class TaskSpec(CRDModel):
     payload_schema: JSONObject | None = None
     """JSON Schema (draft 2020-12) every run's payload must satisfy; a run whose payload
     does not is failed with reason `InvalidPayload` before any pod starts."""
+    webhook: Webhook | None = None
+    """Serve a signed webhook that triggers runs (`{}` for the defaults). The operator keeps
+    the signing key in a Secret `<task>-webhook`; deleting the Secret rotates it."""
 
     @model_validator(mode="after")
     def _one_program(self) -> TaskSpec:
@@ -275,6 +294,16 @@ class TaskSpec(CRDModel):
         if len(set(names)) != len(names):
             raise ValueError("env names must be unique")
         return self
+
+
+class WebhookStatus(CRDModel):
+    """A Task's webhook as served."""
+
+    path: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """The path on the operator's API (`/v1/hooks/<namespace>/<task>`); sign requests with
+    the key in the Secret named by `secretName`."""
+    secret_name: Annotated[str, StringConstraints(max_length=253)] | None = None
+    """The Secret holding the signing key (key `key`)."""
 
 
 class TaskStatus(CRDModel):
@@ -293,6 +322,8 @@ class TaskStatus(CRDModel):
     """When the schedule last created a run."""
     next_schedule_time: datetime | None = None
     """When the schedule will next create a run."""
+    webhook: WebhookStatus | None = None
+    """Where the Task's webhook is served (when `spec.webhook` is set)."""
 
 
 class Task(CRDModel):

@@ -33,6 +33,14 @@ class EventRecord:
 # -- admission ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Wait:
+    """Why a run that could start does not get a slot (shown in its status)."""
+
+    reason: str  # ConcurrencyLimit | PerKeyLimit
+    message: str
+
+
 @dataclass
 class Slots:
     """The free concurrency slots of one Task during one admission transaction.
@@ -43,6 +51,7 @@ class Slots:
     free: int | None
     per_key_limit: int | None = None
     per_key: dict[str, int] = field(default_factory=dict)
+    limit: int | None = None
 
     @classmethod
     def of(cls, spec: TaskSpec, active: int, per_key: dict[str, int]) -> Slots:
@@ -52,7 +61,27 @@ class Slots:
             free=None if limit is None else max(0, limit - active),
             per_key_limit=per_key_limit,
             per_key=dict(per_key),
+            limit=limit,
         )
+
+    def wait(self, concurrency_key: str | None) -> Wait | None:
+        """Why a run with this key gets no slot now; None if it would get one."""
+        if (
+            concurrency_key is not None
+            and self.per_key_limit is not None
+            and self.per_key.get(concurrency_key, 0) >= self.per_key_limit
+        ):
+            return Wait(
+                "PerKeyLimit",
+                f"waiting for a slot: concurrency.perKeyLimit {self.per_key_limit} reached"
+                f" for key {concurrency_key}",
+            )
+        if self.full:
+            return Wait(
+                "ConcurrencyLimit",
+                f"waiting for a slot: concurrency.limit {self.limit} reached",
+            )
+        return None
 
     @property
     def full(self) -> bool:
@@ -65,12 +94,10 @@ class Slots:
         return 200 if self.free is None else max(self.free * 4, 200)
 
     def take(self, concurrency_key: str | None) -> bool:
-        """Take a slot for a run with this key; False when the key is at its limit."""
-        if self.full:
+        """Take a slot for a run with this key; False when none is free for it."""
+        if self.wait(concurrency_key) is not None:
             return False
         if concurrency_key is not None and self.per_key_limit is not None:
-            if self.per_key.get(concurrency_key, 0) >= self.per_key_limit:
-                return False
             self.per_key[concurrency_key] = self.per_key.get(concurrency_key, 0) + 1
         if self.free is not None:
             self.free -= 1

@@ -35,6 +35,8 @@ class TaskCounts:
     schedule_problem: str | None
     active: int
     queued: int
+    #: The Task declares `spec.webhook`.
+    webhook: bool = False
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -71,6 +73,9 @@ class RunRecord:
     pushed_version: int
     metadata: dict[str, Any]
     scheduled_at: dt.datetime | None
+    #: Why a run that could start waits (`ConcurrencyLimit`, `PerKeyLimit`), and details.
+    wait_reason: str | None
+    wait_message: str | None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 from drover.protocol.phases import FINISHED_PHASES, Phase
 from drover.protocol.timestamps import now, rfc3339, rfc3339_micro
-from drover_operator.domain.records import AttemptSummary, TaskCounts, UnpushedRun
+from drover_operator.domain.records import AttemptSummary, RunRecord, TaskCounts, UnpushedRun
+from drover_operator.domain.webhooks import hook_path, secret_name
 
 
 def _ts(value: dt.datetime | None) -> str | None:
@@ -28,6 +29,16 @@ def condition(
     }
 
 
+def delayed(run: RunRecord) -> bool:
+    """A first attempt held back by `delay` or `notBefore`."""
+    return (
+        run.phase == Phase.QUEUED
+        and run.attempt == 0
+        and run.eligible_at is not None
+        and run.eligible_at > now()
+    )
+
+
 def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
     phase, generation = run.phase, run.generation
     message = run.message or phase
@@ -41,6 +52,12 @@ def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
     elif phase == Phase.QUEUED and run.task_invalid:
         status, reason = "Unknown", "TaskNotReady"
         message = f'Task "{run.task}" is not ready: {run.task_invalid}'
+    elif phase == Phase.QUEUED and delayed(run):
+        assert run.eligible_at is not None
+        status, reason = "Unknown", "Delayed"
+        message = f"not before {rfc3339(run.eligible_at)} (delay or notBefore)"
+    elif phase in (Phase.QUEUED, Phase.RETRYING) and run.wait_reason:
+        status, reason, message = "Unknown", run.wait_reason, run.wait_message or phase
     else:
         status = "Unknown"
         reason = (run.reason if phase == Phase.RETRYING else phase) or phase
@@ -78,7 +95,9 @@ def taskrun_status(
         "conditions": [_succeeded_condition(run)],
         "startTime": _ts(run.started_at),
         "completionTime": _ts(run.finished_at),
-        "nextAttemptTime": _ts(run.eligible_at) if run.phase == Phase.RETRYING else None,
+        "nextAttemptTime": _ts(run.eligible_at)
+        if run.phase == Phase.RETRYING or delayed(run)
+        else None,
         # The traceback stays in Postgres and the API; status carries the summary.
         "error": {k: v for k, v in run.error.items() if k != "traceback"} if run.error else None,
     }
@@ -106,11 +125,19 @@ def task_status(counts: TaskCounts) -> dict[str, Any]:
         invalid or "the Task is valid and runs are admitted",
         counts.generation,
     )
+    webhook = None
+    if counts.webhook:
+        webhook = {
+            "path": hook_path(counts.namespace, counts.name),
+            "secretName": secret_name(counts.name),
+        }
     return {
         "observedGeneration": counts.generation,
         "active": counts.active,
         "queued": counts.queued,
         "conditions": [ready],
+        # None removes it (the status is merge-patched).
+        "webhook": webhook,
     }
 
 

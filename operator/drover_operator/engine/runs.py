@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -21,7 +22,9 @@ from drover.protocol.timestamps import now, parse_rfc3339
 from drover_operator.converge import Converger
 from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
 from drover_operator.domain import attempts
+from drover_operator.domain.triggers import ANNOTATION_METADATA
 from drover_operator.domain.validation import payload_problem, task_problem
+from drover_operator.domain.webhooks import DEFAULT_IDEMPOTENCY_HEADER
 from drover_operator.engine import observe
 from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.settings import OperatorSettings
@@ -30,6 +33,19 @@ from drover_operator.store.db import listen
 from drover_operator.store.runs import NewRun
 
 log = logging.getLogger(__name__)
+
+
+def _initial_metadata(annotations: dict[str, str]) -> dict[str, Any] | None:
+    """Metadata a trigger gave the run (an annotation, as JSON); ignored when malformed."""
+    raw = annotations.get(ANNOTATION_METADATA)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring the malformed %s annotation", ANNOTATION_METADATA)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class Recent:
@@ -97,12 +113,19 @@ class Engine:
             body.get("spec") or {},
             problem,
         )
+        webhook = (body.get("spec") or {}).get("webhook")
+        if isinstance(webhook, dict):
+            header = webhook.get("idempotencyHeader") or DEFAULT_IDEMPOTENCY_HEADER
+            await self.store.webhooks.declare(meta["namespace"], meta["name"], meta["uid"], header)
+        else:
+            await self.store.webhooks.drop(meta["namespace"], meta["name"])
         if changed:  # not for the events our own status updates cause
             self.converge.status.forget_task(meta["namespace"], meta["name"])
             self.wake()
 
     async def on_task_deleted(self, namespace: str, name: str) -> None:
         await self.store.tasks.delete(namespace, name)
+        await self.store.webhooks.drop(namespace, name)
         self.converge.status.forget_task(namespace, name, deleted=True)
 
     async def on_taskrun(self, body: dict[str, Any]) -> None:
@@ -134,6 +157,7 @@ class Engine:
 
     async def _record(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
+        annotations = meta.get("annotations") or {}
         spec = TaskRunSpec.model_validate(body.get("spec") or {})
         created = parse_rfc3339(meta.get("creationTimestamp")) or now()
         eligible = spec.not_before
@@ -162,9 +186,8 @@ class Engine:
                 tags=spec.tags,
                 eligible_at=eligible,
                 expires_at=created + parse_duration(spec.ttl) if spec.ttl else None,
-                scheduled_at=parse_rfc3339(
-                    (meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED_TIME)
-                ),
+                scheduled_at=parse_rfc3339(annotations.get(ANNOTATION_SCHEDULED_TIME)),
+                metadata=_initial_metadata(annotations),
                 failed=failed,
             )
         )
@@ -268,3 +291,4 @@ class Engine:
         observe.task_counts(counts)
         await self.converge.status.push_tasks(counts)
         await self.converge.finalizers.retry()
+        await self.converge.webhooks.sync()

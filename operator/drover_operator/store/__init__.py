@@ -18,8 +18,11 @@ from drover_operator.store.keys import KeyStore
 from drover_operator.store.outbox import EventOutbox
 from drover_operator.store.runapi import RunApiStore
 from drover_operator.store.runs import RunStore
+from drover_operator.store.runviews import RunViewStore
 from drover_operator.store.schedules import ScheduleStore
 from drover_operator.store.tasks import TaskStore
+from drover_operator.store.triggers import TriggerStore
+from drover_operator.store.webhooks import WebhookStore
 
 
 class Store:
@@ -36,6 +39,9 @@ class Store:
         self.outbox = EventOutbox(pool)
         self.runapi = RunApiStore(pool)
         self.keys = KeyStore(pool)
+        self.triggers = TriggerStore(pool)
+        self.runviews = RunViewStore(pool)
+        self.webhooks = WebhookStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, size: int) -> Store:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from psycopg.types.json import Jsonb
 
-from drover_operator.domain.lifecycle import AttemptPlan, Slots
+from drover_operator.domain.lifecycle import AttemptPlan, Slots, Wait
 from drover_operator.domain.records import Queue, TaskRecord, WaitingRun
 from drover_operator.store.db import (
     Connection,
@@ -47,7 +47,7 @@ LIMIT %s OFFSET %s
 START_ATTEMPT = """
 UPDATE drover_runs
 SET phase = 'Starting', attempt = attempt + 1, eligible_at = NULL, reason = NULL,
-    message = NULL, version = version + 1
+    message = NULL, wait_reason = NULL, wait_message = NULL, version = version + 1
 WHERE id = %s
 RETURNING attempt
 """
@@ -59,6 +59,17 @@ INSERT INTO drover_attempts (run_id, number, namespace, task, concurrency_key, p
 VALUES (%(run_id)s, %(number)s, %(namespace)s, %(task)s, %(concurrency_key)s, %(pod_name)s,
         'Admitted', %(task_spec)s, now() + %(pending)s::interval, %(token_hash)s,
         %(heartbeat_timeout)s::interval, %(max_duration)s::interval)
+"""
+
+# Why the runs left waiting wait; only rows whose reason changes are touched (and pushed).
+SET_WAIT = """
+UPDATE drover_runs
+SET wait_reason = %(reason)s, wait_message = %(message)s, version = version + 1
+WHERE namespace = %(namespace)s AND task = %(task)s AND phase IN ('Queued', 'Retrying')
+  AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
+  AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+  AND NOT (id = ANY(%(except)s::uuid[]))
+  AND (wait_reason IS DISTINCT FROM %(reason)s OR wait_message IS DISTINCT FROM %(message)s)
 """
 
 DUE_QUEUES = """
@@ -132,6 +143,8 @@ class AdmissionStore:
             if slots is None:
                 return []
             admitted: list[Admitted] = []
+            # Runs a key's limit holds back, by the reason shown in their status.
+            held: dict[Wait, list[str]] = {}
             offset = 0
             while not slots.full:
                 page = slots.page_size
@@ -142,16 +155,55 @@ class AdmissionStore:
                 for run in candidates:
                     if slots.full:
                         break
-                    if slots.take(run.concurrency_key):
+                    wait = slots.wait(run.concurrency_key)
+                    if wait is None and slots.take(run.concurrency_key):
                         admitted.append(await self._start(conn, record, run, policy))
                     else:
                         skipped += 1
+                        if wait is not None:
+                            held.setdefault(wait, []).append(run.id)
                 if len(candidates) < page:
                     break
                 # Admitted runs left the waiting set (this transaction sees its own writes):
                 # the next page starts after the ones skipped, not after the whole page.
                 offset += skipped
+            await self._show_waits(conn, namespace, task, slots, held)
             return admitted
+
+    async def _show_waits(
+        self,
+        conn: Connection,
+        namespace: str,
+        task: str,
+        slots: Slots,
+        held: dict[Wait, list[str]],
+    ) -> None:
+        keyed = [run_id for ids in held.values() for run_id in ids]
+        for wait, ids in held.items():
+            await conn.execute(
+                SET_WAIT,
+                {
+                    "namespace": namespace,
+                    "task": task,
+                    "reason": wait.reason,
+                    "message": wait.message,
+                    "ids": ids,
+                    "except": [],
+                },
+            )
+        full = slots.wait(None)
+        if full is not None:  # every other eligible run waits for the Task's limit
+            await conn.execute(
+                SET_WAIT,
+                {
+                    "namespace": namespace,
+                    "task": task,
+                    "reason": full.reason,
+                    "message": full.message,
+                    "ids": None,
+                    "except": keyed,
+                },
+            )
 
     async def _start(
         self, conn: Connection, task: TaskRecord, run: WaitingRun, policy: AdmissionPolicy

@@ -26,7 +26,8 @@ RUN_COLUMNS = """
 r.id, r.namespace, r.name, r.task, r.generation, r.concurrency_key, r.priority, r.payload,
 r.tags, r.phase, r.attempt, r.eligible_at, r.expires_at, r.created_at, r.recorded_at,
 r.started_at, r.finished_at, r.reason, r.message, r.error, r.output, r.cancel_requested,
-r.deleted_at, r.version, r.pushed_version, r.metadata, r.scheduled_at
+r.deleted_at, r.version, r.pushed_version, r.metadata, r.scheduled_at, r.wait_reason,
+r.wait_message
 """
 
 ATTEMPT_COLUMNS = """
@@ -37,10 +38,11 @@ a.started_at, a.task_spec
 INSERT_RUN = """
 INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
                          payload, tags, phase, eligible_at, expires_at, created_at,
-                         reason, message, finished_at, error, scheduled_at)
+                         reason, message, finished_at, error, scheduled_at, metadata)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
         %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
-        %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s)
+        %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s,
+        %(metadata)s)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -125,6 +127,8 @@ class NewRun:
     eligible_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
     scheduled_at: dt.datetime | None = None
+    #: Initial run metadata (given when triggered through the API).
+    metadata: dict[str, Any] | None = None
     #: (reason, message) when the run is refused at once (a payload its Task's schema refuses).
     failed: tuple[str, str] | None = None
 
@@ -172,6 +176,7 @@ class RunStore:
                     "finished_at": finished,
                     "error": error,
                     "scheduled_at": run.scheduled_at,
+                    "metadata": Jsonb(run.metadata or {}),
                 },
             )
             if cursor.rowcount == 0:

@@ -20,8 +20,17 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class Wire(BaseModel):
+    """A request body: the server refuses fields it does not know (422 names them)."""
+
     # camelCase on the wire, snake_case in Python (either accepted when parsing).
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+
+class Reply(Wire):
+    """A response body: clients ignore fields they do not know, so a newer operator can add
+    fields without breaking older task images and clients (the protocol grows by addition)."""
+
+    model_config = ConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
 
 
 class StepRecord(Wire):
@@ -32,7 +41,7 @@ class StepRecord(Wire):
     value: Any = None
 
 
-class RunContext(Wire):
+class RunContext(Reply):
     """What an attempt needs to run: identity, payload, and the steps already completed."""
 
     run_id: str = Field(alias="runId")
@@ -83,13 +92,13 @@ class LogBatch(Wire):
     lines: Annotated[list[LogLine], Field(min_length=1, max_length=MAX_LOG_LINES_PER_REQUEST)]
 
 
-class HeartbeatReply(Wire):
+class HeartbeatReply(Reply):
     """`cancel` tells the runner to stop: the run was canceled or the attempt superseded."""
 
     cancel: bool = False
 
 
-class Problem(Wire):
+class Problem(Reply):
     """Every error response: a machine-readable `type` and a message a person can act on."""
 
     type: str

@@ -1,0 +1,187 @@
+"""`drover.AsyncClient`: `drover.Client` for asyncio code (every method awaits)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+
+from drover.client import calls
+from drover.client.calls import Call, Duration
+from drover.client.connection import Connection, connect
+from drover.client.results import RunHandle, RunResult, handle_of
+from drover.errors import UnavailableError, WaitTimeout
+from drover.protocol.runs import RunView
+
+
+class AsyncClient:
+    """`drover.Client`, with coroutine methods: `await client.trigger(...)`,
+    `async for run in client.runs(...)`, `async with AsyncClient() as client`."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        namespace: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.connection: Connection = connect(
+            api_url=api_url,
+            token=token,
+            ca_file=ca_file,
+            kubeconfig=kubeconfig,
+            context=context,
+            namespace=namespace,
+            timeout=timeout,
+        )
+        self.namespace = self.connection.namespace
+        self._http = httpx2.AsyncClient(**self.connection.params)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call, *, retry: bool = True) -> Any:
+        delay = 0.2
+        for attempt in range(6):
+            try:
+                response = await self._http.request(
+                    call.method, call.path, json=call.json, params=call.params or None
+                )
+            except httpx2.TransportError as exc:
+                if not retry or attempt == 5:
+                    raise UnavailableError(
+                        0, "unavailable", f"no answer from the API: {exc}"
+                    ) from exc
+            else:
+                body = calls.decode(response.content)
+                if response.status_code < 300:
+                    return body
+                if not retry or response.status_code not in calls.RETRYABLE or attempt == 5:
+                    raise calls.error(response.status_code, body, response.reason_phrase)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+        raise AssertionError("unreachable")
+
+    # -- starting runs -------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        namespace: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_key_ttl: Duration = None,
+        concurrency_key: str | None = None,
+        priority: int | None = None,
+        delay: Duration = None,
+        ttl: Duration = None,
+        tags: list[str] | dict[str, str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Start a run of `task` (returns once its TaskRun exists). With `idempotency_key`,
+        a trigger whose key is bound to a run gets that run back (`.cached`)."""
+        body = calls.trigger_body(
+            payload,
+            idempotency_key=idempotency_key,
+            idempotency_key_ttl=idempotency_key_ttl,
+            concurrency_key=concurrency_key,
+            priority=priority,
+            delay=delay,
+            ttl=ttl,
+            tags=tags,
+            metadata=metadata,
+        )
+        call = calls.trigger(self.connection.prefix, namespace or self.namespace, task, body)
+        return handle_of(await self._send(call, retry=idempotency_key is not None))
+
+    async def batch_trigger(
+        self, task: str, items: list[dict[str, Any]], *, namespace: str | None = None
+    ) -> list[RunHandle]:
+        """Start up to 1,000 runs; each item has `trigger`'s keywords (`payload`, ...).
+        Nothing is started unless every item is valid."""
+        bodies = [calls.trigger_body(**item) for item in items]
+        call = calls.batch(self.connection.prefix, namespace or self.namespace, task, bodies)
+        return [handle_of(item) for item in (await self._send(call, retry=False))["items"]]
+
+    async def replay(
+        self, name: str, payload: Any = None, *, namespace: str | None = None
+    ) -> RunHandle:
+        """A new run of the same Task and options (with `payload`, if given)."""
+        call = calls.replay(self.connection.prefix, namespace or self.namespace, name, payload)
+        return handle_of(await self._send(call, retry=False))
+
+    async def cancel(self, name: str, *, namespace: str | None = None) -> RunView:
+        call = calls.cancel(self.connection.prefix, namespace or self.namespace, name)
+        return calls.view(await self._send(call))
+
+    # -- reading runs ----------------------------------------------------------------------
+
+    async def get(self, name: str, *, namespace: str | None = None) -> RunView:
+        call = calls.get(self.connection.prefix, namespace or self.namespace, name)
+        return calls.view(await self._send(call))
+
+    async def wait(
+        self,
+        name: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - Client.wait's signature
+        *,
+        namespace: str | None = None,
+    ) -> RunResult:
+        """Wait until the run finishes; `drover.WaitTimeout` after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.2
+        while True:
+            run = await self.get(name, namespace=namespace)
+            if calls.finished(run):
+                return RunResult.of(run)
+            if deadline is not None and time.monotonic() + interval > deadline:
+                raise WaitTimeout(f"run {name} still {run.phase} after {timeout}s")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 2.0)
+
+    async def runs(
+        self,
+        *,
+        task: str | None = None,
+        phase: str | list[str] | None = None,
+        tag: str | list[str] | None = None,
+        since: dt.datetime | Duration = None,
+        until: dt.datetime | None = None,
+        namespace: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[RunView]:
+        """Every matching run, newest first, page by page (cleaned-up runs included)."""
+        after = None
+        while True:
+            call = calls.list_page(
+                self.connection.prefix,
+                namespace or self.namespace,
+                task=task,
+                phase=phase,
+                tag=tag,
+                since=since,
+                until=until,
+                limit=page_size,
+                after=after,
+            )
+            page = calls.page(await self._send(call))
+            for run in page.items:
+                yield run
+            if not page.continue_:
+                return
+            after = page.continue_
