@@ -181,6 +181,9 @@ class LocalCluster:
         return {
             "replicas": 1,
             "updateStrategy": {"type": "Recreate"},
+            # Host-process pods get no Secret volumes here, so no HTTPS certificate: the
+            # aggregated API is served by `make dev`'s operator instead (.cluster/apiservice).
+            "aggregation": {"enabled": False},
             "database": {"url": self.postgres.dsn},
             "api": {
                 "host": "127.0.0.1",

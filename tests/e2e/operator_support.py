@@ -30,6 +30,7 @@ class OperatorProcess:
         self.cluster, self.namespace, self.dsn, self.log = cluster, namespace, dsn, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.api_port = free_port()
+        self.tls_port = free_port()
 
     @property
     def api_url(self) -> str:
@@ -51,6 +52,8 @@ class OperatorProcess:
             "DROVER_API_HOST": "127.0.0.1",
             "DROVER_API_PORT": str(self.api_port),
             "DROVER_API_URL": self.api_url,
+            # HTTPS (the aggregated API) with the cluster's certificate, on a port of its own.
+            "DROVER_API_TLS_PORT": str(self.tls_port),
             **(extra_env or {}),
         }
         with self.log.open("ab") as out:

@@ -3,6 +3,7 @@ wildcards, restricted pod security, and CRDs identical to crds/."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from drover_localcluster.binaries import ensure_helm
 
@@ -54,6 +56,12 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind}s named {name}"
+    return found[0]
+
+
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     container: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     return container
@@ -85,11 +93,14 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     docs = render(helm, DB)
     assert kinds(docs) == sorted(
         [
+            "APIService",
             "ClusterKopfPeering",
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
+            "RoleBinding",
+            "Secret",
             "Secret",
             "Service",
             "ServiceAccount",
@@ -105,7 +116,7 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     assert env["DROVER_PEERING"] == peering == "drover-system-rel-drover"
     # Cluster-scoped names carry namespace and release: two installs never collide.
     assert one(docs, "ClusterRole")["metadata"]["name"] == "drover-system-rel-drover"
-    secret = one(docs, "Secret")
+    secret = named(docs, "Secret", "rel-drover-database")
     assert secret["stringData"]["url"] == DB.split("=", 1)[1]
     container = operator_container(docs)
     assert container["command"] == ["drover-operator", "run"]
@@ -129,13 +140,15 @@ def test_operator_pod_security_is_restricted(helm: Path) -> None:
 def test_namespaced_mode(helm: Path) -> None:
     docs = render(helm, DB, "operator.namespaces={shop,billing}", "runPods.limitRange.enabled=true")
     assert env_of(docs)["DROVER_NAMESPACES"] == "shop,billing"
+    # (Besides the binding in kube-system that reads the front-proxy settings.)
+    watched = [d for d in docs if d["metadata"].get("namespace") != "kube-system"]
     for kind in ("Role", "RoleBinding", "KopfPeering", "LimitRange"):
-        assert sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == kind) == [
+        assert sorted(d["metadata"]["namespace"] for d in watched if d["kind"] == kind) == [
             "billing",
             "shop",
         ], kind
     assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
-    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    binding = next(d for d in watched if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "rel-drover", "namespace": "drover-system"}
     ]
@@ -151,7 +164,8 @@ def test_namespaced_mode(helm: Path) -> None:
 
 def test_existing_secret(helm: Path) -> None:
     docs = render(helm, "database.existingSecret=pg", "database.existingSecretKey=dsn")
-    assert "Secret" not in kinds(docs)
+    # The chart writes no database Secret (only the aggregated API's certificate).
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"] == ["rel-drover-tls"]
     assert env_of(docs)["DROVER_DATABASE_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
 
 
@@ -165,8 +179,7 @@ def test_two_replicas_peer(helm: Path) -> None:
 def test_bundled_postgres(helm: Path) -> None:
     docs = render(helm, "postgresql.enabled=true", "postgresql.auth.password=secret")
     assert {"StatefulSet", "Service", "Secret"} <= set(kinds(docs))
-    secret = one(docs, "Secret")
-    assert secret["metadata"]["name"] == "rel-drover-postgresql"
+    secret = named(docs, "Secret", "rel-drover-postgresql")
     assert secret["stringData"]["url"] == (
         "postgresql://drover:secret@rel-drover-postgresql.drover-system.svc:5432/drover"
     )
@@ -268,3 +281,34 @@ def test_observability_values_are_checked(helm: Path) -> None:
     assert "logFormat" in refusal(helm, DB, "operator.logFormat=xml")
     assert "otlpEndpoint" in refusal(helm, DB, "tracing.otlpEndpoint=not a url")
     assert "interval" in refusal(helm, DB, "metrics.serviceMonitor.interval=soon")
+
+
+def test_the_aggregated_api_is_registered_with_its_own_certificate(helm: Path) -> None:
+    docs = render(helm, DB)
+    service = one(docs, "APIService")
+    assert service["metadata"]["name"] == "v1.api.drover.dev"
+    assert service["spec"]["service"] == {
+        "name": "rel-drover",
+        "namespace": "drover-system",
+        "port": 8443,
+    }
+    tls = named(docs, "Secret", "rel-drover-tls")
+    assert tls["type"] == "kubernetes.io/tls"
+    assert service["spec"]["caBundle"] == tls["data"]["ca.crt"]
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["tls.crt"]))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    # The name the API server checks when it calls the operator.
+    assert "rel-drover.drover-system.svc" in names.value.get_values_for_type(x509.DNSName)
+    env = env_of(docs)
+    assert env["DROVER_API_TLS_PORT"] == "8443"
+    assert env["DROVER_API_TLS_CERT_FILE"] == "/etc/drover/tls/tls.crt"
+    ports = {p["name"]: p["port"] for p in named(docs, "Service", "rel-drover")["spec"]["ports"]}
+    assert ports == {"http": 8080, "https": 8443}
+    reader = one(docs, "RoleBinding")
+    assert reader["metadata"]["namespace"] == "kube-system"
+    assert reader["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+    local = render(helm, DB, "aggregation.externalName=localhost")
+    assert named(local, "Service", "rel-drover-aggregated")["spec"]["externalName"] == "localhost"
+    assert one(local, "APIService")["spec"]["service"]["name"] == "rel-drover-aggregated"
+    off = render(helm, DB, "aggregation.enabled=false")
+    assert "APIService" not in kinds(off) and "DROVER_API_TLS_PORT" not in env_of(off)

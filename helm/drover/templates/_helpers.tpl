@@ -63,6 +63,11 @@ app.kubernetes.io/part-of: drover
 {{- end }}
 {{- end }}
 
+{{/* The Secret with the HTTPS certificate of the aggregated API. */}}
+{{- define "drover.tlsSecret" -}}
+{{- .Values.aggregation.tls.existingSecret | default (printf "%s-tls" (include "drover.fullname" .)) }}
+{{- end }}
+
 {{/* The Secret holding the database URL, and its key. */}}
 {{- define "drover.databaseSecret" -}}
 {{- if .Values.database.existingSecret }}

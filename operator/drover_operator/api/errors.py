@@ -78,6 +78,8 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(422, "invalid-body", _validation_message(exc))
     except json.JSONDecodeError as exc:
         return problem_response(400, "invalid-json", f"the body is not JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        return problem_response(400, "invalid-json", f"the body is not UTF-8 JSON: {exc}")
     except web.HTTPRequestEntityTooLarge as exc:
         return problem_response(413, "too-large", exc.text or "request body too large")
     except web.HTTPException as exc:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from drover import __version__
 from drover.protocol import PROTOCOL_HEADER
+from drover.protocol.runs import BatchRequest, ReplayRequest, RunList, RunView, TriggerRequest
 from drover.protocol.wire import (
     Completion,
     Failure,
@@ -35,6 +36,11 @@ _MODELS: list[type[BaseModel]] = [
     LogBatch,
     HeartbeatReply,
     Problem,
+    TriggerRequest,
+    BatchRequest,
+    ReplayRequest,
+    RunView,
+    RunList,
 ]
 
 
@@ -173,6 +179,7 @@ def document() -> dict[str, Any]:
             "security": kube_auth,
         },
     }
+    _trigger_api(paths, kube_auth)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -194,6 +201,71 @@ def document() -> dict[str, Any]:
             },
         },
         "security": [{"attemptToken": []}],
+    }
+
+
+def _trigger_api(paths: dict[str, dict[str, Any]], auth: list[dict[str, list[str]]]) -> None:
+    """Applications' routes: also served through the Kubernetes API server under
+    `/apis/api.drover.dev/v1` (any Kubernetes identity)."""
+
+    def param(name: str, where: str = "path", **schema: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": where,
+            "required": where == "path",
+            "schema": {"type": "string", **schema},
+        }
+
+    def op(summary: str, ok: str, body: str | None = None, status: str = "200") -> dict[str, Any]:
+        result = _op(summary, {"description": ok, **_json(ok)}, body)
+        if status != "200":
+            result["responses"][status] = result["responses"].pop("200")
+        return {**result, "security": auth}
+
+    namespace, task, name = param("namespace"), param("task"), param("name")
+    tasks = "/v1/namespaces/{namespace}/tasks/{task}"
+    runs = "/v1/namespaces/{namespace}/taskruns"
+    paths[f"{tasks}/trigger"] = {
+        "parameters": [namespace, task],
+        "post": op(
+            "Start a run (201), or get the run its idempotency key is bound to (200)",
+            "RunView",
+            "TriggerRequest",
+            "201",
+        ),
+    }
+    paths[f"{tasks}/batch"] = {
+        "parameters": [namespace, task],
+        "post": op(
+            "Start up to 1,000 runs; nothing unless all are valid", "RunList", "BatchRequest"
+        ),
+    }
+    paths[runs] = {
+        "parameters": [
+            namespace,
+            *(param(q, "query") for q in ("task", "phase", "tag", "since", "until", "continue")),
+            param("limit", "query", pattern="^[0-9]+$"),
+        ],
+        "get": op("Runs newest first, from the history (keyset pages)", "RunList"),
+    }
+    paths[f"{runs}/{{name}}/cancel"] = {
+        "parameters": [namespace, name],
+        "post": op("Cancel a run", "RunView"),
+    }
+    paths[f"{runs}/{{name}}/replay"] = {
+        "parameters": [namespace, name],
+        "post": op("Start a new run like this one", "RunView", "ReplayRequest", "201"),
+    }
+    paths["/v1/hooks/{namespace}/{task}"] = {
+        "parameters": [namespace, task],
+        "post": {
+            **_op(
+                "A signed webhook: the body is the payload (X-Drover-Signature-256)",
+                {"description": "the run", **_json("RunView")},
+            ),
+            "requestBody": {"content": {"application/json": {"schema": {}}}},
+            "security": [],
+        },
     }
 
 
