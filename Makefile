@@ -93,6 +93,7 @@ bench: binaries  ## Benchmarks against their peers (Kubernetes Jobs, DBOS); prin
 	VENV=$(VENV) BOOTSTRAP_GROUPS="--group bench" scripts/bootstrap.sh
 	$(PY) -m bench.bench_operator
 	$(PY) -m bench.bench_steps
+	$(PY) -m bench.bench_triggers
 
 clean: cluster-down  ## Remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) $(CLUSTER_DIR)

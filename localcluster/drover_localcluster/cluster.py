@@ -52,15 +52,20 @@ class ClusterState:
     helm_api_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)  # node name -> agent pid
+    # etcd and Postgres fsync as in production (benchmarks), rather than not at all (tests).
+    durable: bool = False
 
 
 class LocalCluster:
-    def __init__(self, directory: Path, *, timing: Timing | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, timing: Timing | None = None, durable: bool = False
+    ) -> None:
         self.directory = directory.resolve()
         self.timing = timing or Timing()
         self.versions = Versions()
         self.state_file = self.directory / "state.json"
         self.state: ClusterState | None = self._load()
+        self.durable = self.state.durable if self.state is not None else durable
         self._binaries: Binaries | None = None
         self._control_plane: ControlPlane | None = None
 
@@ -85,7 +90,11 @@ class LocalCluster:
         if self._control_plane is None:
             assert self.state is not None, "cluster is not up"
             self._control_plane = ControlPlane(
-                self.directory, self.binaries, Ports(**self.state.ports), self.timing
+                self.directory,
+                self.binaries,
+                Ports(**self.state.ports),
+                self.timing,
+                durable=self.state.durable,
             )
         return self._control_plane
 
@@ -217,10 +226,11 @@ class LocalCluster:
             operator_api_port=free_port(),
             operator_tls_port=free_port(),
             helm_api_port=free_port(),
+            durable=self.durable,
         )
         self._save()
         try:
-            self.postgres.start(self.state.marker)
+            self.postgres.start(self.state.marker, durable=self.durable)
             self.state.pids.update(self.control_plane.start(self.state.marker))
             self._save()
             self.start_node(NODE_NAME)

@@ -35,8 +35,18 @@ class Ports:
 class ControlPlane:
     """The control plane of one local cluster rooted at `directory`."""
 
-    def __init__(self, directory: Path, binaries: Binaries, ports: Ports, timing: Timing) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        binaries: Binaries,
+        ports: Ports,
+        timing: Timing,
+        *,
+        durable: bool = False,
+    ) -> None:
         self.directory = directory
+        # fsync as in production (benchmarks); tests run faster without.
+        self.durable = durable
         self.binaries = binaries
         self.ports = ports
         self.timing = timing
@@ -143,7 +153,7 @@ class ControlPlane:
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=default={peer}",
-                "--unsafe-no-fsync=true",
+                *([] if self.durable else ["--unsafe-no-fsync=true"]),
                 "--log-level=warn",
             ],
             log=log,

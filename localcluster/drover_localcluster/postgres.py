@@ -99,15 +99,15 @@ class Postgres:
         if proc.returncode != 0:
             raise StartupError(f"initdb failed: {proc.stdout}{proc.stderr}")
 
-    def start(self, marker: str) -> None:
-        """Start (or keep running) and create the `drover` database."""
+    def start(self, marker: str, *, durable: bool = False) -> None:
+        """Start (or keep running) and create the `drover` database. Not `durable`
+        (throwaway data, tests): fsync and synchronous commits off, for speed."""
         self.init()
         if not self.running():
-            # Throwaway data: durability settings off for speed; never for production.
+            fast = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             options = (
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200"
+                f"{'' if durable else fast}-c max_connections=200"
             )
             env_prefix = ["env", f"DROVER_LOCALCLUSTER_ID={marker}"]
             proc = self._run(
