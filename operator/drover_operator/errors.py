@@ -15,3 +15,12 @@ class MigrationError(DroverOperatorError):
 
 class PeeringError(DroverOperatorError):
     """The operator cannot take part in peering; the message says what to do."""
+
+
+class RequestError(DroverOperatorError):
+    """A request refused: `status` (HTTP), a problem `type`, and what is wrong. The API
+    answers it as a problem; raised wherever the refusal is decided."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message = status, type, message

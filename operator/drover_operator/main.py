@@ -15,13 +15,14 @@ from drover_operator.api.app import Listen, make_app, serve
 from drover_operator.api.auth import Authenticator, FrontProxy
 from drover_operator.converge import Converger
 from drover_operator.converge.peering import Peering, ensure_peering
-from drover_operator.domain.tokens import SIGNING_KEY_NAME
+from drover_operator.domain.tokens import SIGNING_KEY_NAME, WAITPOINT_KEY_NAME
 from drover_operator.engine.history import HistoryCleaner
 from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.engine.policy import LifecyclePolicy
 from drover_operator.engine.runs import Engine
 from drover_operator.engine.scheduler import Scheduler
 from drover_operator.engine.triggers import Triggers
+from drover_operator.engine.workflows import Workflows, WorkflowSettings
 from drover_operator.kube import make_client
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
@@ -76,7 +77,17 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
     converger = Converger(settings, store, client, signing_key)
     front_proxy = await FrontProxy.from_cluster(client) if settings.api.tls_cert_file else None
     auth = Authenticator(client, front_proxy, tuple(settings.api.token_audiences))
-    app = make_app(store, lifecycle, Triggers(store, converger.taskruns), auth)
+    triggers = Triggers(store, converger.taskruns)
+    workflows = Workflows(
+        store,
+        triggers,
+        WorkflowSettings(
+            suspend_after=settings.runs.suspend_after,
+            public_url=settings.api.token_base_url,
+            token_key=await store.keys.get_or_create(WAITPOINT_KEY_NAME),
+        ),
+    )
+    app = make_app(store, lifecycle, triggers, workflows, auth)
     # The API is served by every replica, whether or not its kopf handlers are active.
     api = await serve(
         app,

@@ -130,6 +130,12 @@ class RunSettings(Group):
         Duration, Env("DROVER_DEFAULT_PENDING_TIMEOUT"), Field(gt=dt.timedelta(0))
     ] = dt.timedelta(minutes=10)
     """`timeouts.pending` for Tasks that set none."""
+    suspend_after: Annotated[
+        Duration, Env("DROVER_WAIT_SUSPEND_THRESHOLD"), Field(ge=dt.timedelta(0))
+    ] = dt.timedelta(seconds=10)
+    """A durable wait (`drover.wait_for`, ...) with more than this left suspends the run: its
+    pod exits and its slot is freed until the wait is over. A shorter one sleeps in the pod.
+    Waits on tokens and child runs always suspend while they are not over."""
 
 
 class ApiSettings(Group):
@@ -149,6 +155,9 @@ class ApiSettings(Group):
     """PEM certificate (chain) of the HTTPS port; empty: no HTTPS, no aggregated API."""
     tls_key_file: Annotated[str, Env("DROVER_API_TLS_KEY_FILE")] = ""
     """Its private key."""
+    public_url: Annotated[str | None, Env("DROVER_API_PUBLIC_URL")] = None
+    """The API's URL as people and outside systems reach it: the base of waitpoint tokens'
+    completion URLs (`drover.create_token().url`); default: the URL task pods use."""
     token_audiences: Annotated[
         list[str], Env("DROVER_API_TOKEN_AUDIENCES"), BeforeValidator(_comma_list)
     ] = Field(default_factory=list)
@@ -164,6 +173,10 @@ class ApiSettings(Group):
     @property
     def pod_url(self) -> str:
         return self.url or f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token_base_url(self) -> str:
+        return (self.public_url or self.pod_url).rstrip("/")
 
 
 class RetentionSettings(Group):

@@ -10,6 +10,8 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from drover._client import RunApi
 from drover.errors import ApiError, NonDeterminismError, RunCanceled
 from drover.protocol.wire import (
@@ -19,6 +21,7 @@ from drover.protocol.wire import (
     MetadataPatch,
     RunContext,
 )
+from drover.requests import error
 
 # One attempt per process: a module global (not a context variable), so steps called from
 # threads the task starts are checkpointed too.
@@ -66,6 +69,18 @@ class AttemptState:
             if exc.status == 409:
                 raise RunCanceled(exc.message) from None
             raise
+
+    def request(self, path: str, body: BaseModel) -> Any:
+        """A workflow call: the API's answer, or its refusal as the exception task code
+        sees (a bad child payload: `InvalidRequestError` naming the field)."""
+        try:
+            return self.api.call("POST", path, body)
+        except ApiError as exc:
+            if exc.type == "non-determinism":
+                raise NonDeterminismError(exc.message) from None
+            if exc.type == "attempt-inactive":
+                raise RunCanceled(exc.message) from None
+            raise error(exc.status, {"type": exc.type, "message": exc.message}) from None
 
     def check_canceled(self) -> None:
         if self.canceled.is_set():

@@ -61,6 +61,11 @@ class RunFailedError(DroverError):
         self.result = result
 
 
+class ChildRunFailed(RunFailedError):  # noqa: N818 - the name task code knows
+    """`RunResult.unwrap()` of a child run (`drover.trigger_and_wait`) that did not
+    succeed: `result.error` is the child's error."""
+
+
 class WaitTimeout(DroverError):  # noqa: N818 - the name task code knows (drover.WaitTimeout)
     """Waiting gave up before the awaited thing happened."""
 
@@ -88,3 +93,9 @@ class NonDeterminismError(RunControl):
 
 class RunCanceled(RunControl):
     """The run was canceled, or this attempt was superseded: stop at once."""
+
+
+class RunSuspended(RunControl):
+    """The run suspended on a durable wait: the process exits, and a new one replays the
+    code to the wait once it is over. Raised by `drover.wait_for` and friends; task code
+    must let it pass (`finally` blocks run, as for any exit)."""

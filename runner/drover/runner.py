@@ -6,8 +6,8 @@ The operator starts SDK task pods with this module and the environment it needs:
 from a Secret) and `DROVER_ENTRYPOINT` (`module:function`). The runner fetches the run's
 context (payload, completed steps), calls the function with the payload — parsed into the
 parameter's annotation when that is a pydantic model or dataclass — and reports the result
-or the error. Exit codes: 0 done; 1 failed (retried per the Task's policy); 3 failed for good
-(AbortRun, non-determinism, bad payload); 64 misconfigured.
+or the error. Exit codes: 0 done (or suspended on a durable wait); 1 failed (retried per the
+Task's policy); 3 failed for good (AbortRun, non-determinism, bad payload); 64 misconfigured.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydantic_core import to_jsonable_python
 from drover import _tracing
 from drover._client import RunApi
 from drover._state import AttemptState, LogShipper
-from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled
+from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled, RunSuspended
 from drover.protocol.names import (
     ENV_API_URL,
     ENV_ATTEMPT,
@@ -43,6 +43,7 @@ from drover.protocol.wire import Completion, Failure, RunContext
 
 log = logging.getLogger("drover.runner")
 
+EXIT_SUSPENDED = 0
 EXIT_FAILED = 1
 EXIT_FINAL = 3
 EXIT_USAGE = 64
@@ -188,6 +189,11 @@ def _run(state: AttemptState, entrypoint: str) -> int:
     except RunCanceled as exc:
         log.warning("stopping: %s", exc)
         return EXIT_FAILED
+    except RunSuspended as exc:
+        # Not a result: the operator already ended this execution and freed its slot; a
+        # new pod replays the code to the wait once it is over.
+        log.info("%s: exiting until the wait is over", exc)
+        return EXIT_SUSPENDED
     except Exception as exc:
         log.exception("the task failed")
         _report(

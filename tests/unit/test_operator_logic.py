@@ -38,6 +38,30 @@ def test_pod_names_are_deterministic_and_short() -> None:
     assert pod_name(long, "uid-2", 1) != first  # a recreated run never collides
 
 
+def test_a_resumed_attempt_gets_its_own_pod_and_what_is_left_of_max_duration() -> None:
+    task = spec(command=["sh"], timeouts={"maxDuration": "90s"})
+    request = PodRequest(
+        "ns",
+        "run",
+        "uid",
+        "t",
+        2,
+        3,
+        task,
+        execution=5,
+        pod=pod_name("run", "uid", 2, 5),
+        max_duration=dt.timedelta(seconds=30),
+    )
+    pod = build_pod(request)
+    assert pod["metadata"]["name"] == "run-a2-r5"
+    assert pod["metadata"]["labels"]["drover.dev/attempt"] == "2"
+    assert pod["metadata"]["labels"]["drover.dev/execution"] == "5"
+    assert pod["spec"]["activeDeadlineSeconds"] == 30
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["DROVER_ATTEMPT"]["value"] == "2"
+    assert token_secret(request, "token")["metadata"]["name"] == "run-a2-r5-token"
+
+
 def test_label_values_are_valid_for_any_name() -> None:
     assert label_value("short") == "short"
     value = label_value("a." * 100)
@@ -66,6 +90,7 @@ def test_pod_manifest_from_a_task() -> None:
         "drover.dev/run": "run",
         "drover.dev/run-uid": "uid",
         "drover.dev/attempt": "2",
+        "drover.dev/execution": "2",
     }
     assert meta["ownerReferences"][0]["uid"] == "uid"
     assert meta["ownerReferences"][0]["controller"] is True
@@ -273,6 +298,7 @@ def test_taskrun_status_conditions() -> None:
     assert done["outputTruncated"] is True and len(done["output"]) == 10
     attempt = AttemptSummary(
         number=1,
+        try_number=1,
         pod_name="r-a1",
         state="Failed",
         admitted_at=NOW,

@@ -17,13 +17,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from drover.protocol.wire import MAX_REQUEST_BYTES
-from drover_operator.api import discovery, history, hooks, runs, triggers
+from drover_operator.api import discovery, history, hooks, runs, triggers, workflows
 from drover_operator.api.auth import AUTH, Authenticator
 from drover_operator.api.errors import problems
 from drover_operator.api.openapi import document
-from drover_operator.api.state import LIFECYCLE, STORE, TRIGGERS
+from drover_operator.api.state import LIFECYCLE, STORE, TRIGGERS, WORKFLOWS
 from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.engine.triggers import Triggers
+from drover_operator.engine.workflows import Workflows
 from drover_operator.store import Store
 from drover_operator.telemetry import metrics as drover_metrics
 
@@ -42,7 +43,11 @@ class Listen:
 
 
 def make_app(
-    store: Store, lifecycle: RunLifecycle, triggers_: Triggers, auth: Authenticator
+    store: Store,
+    lifecycle: RunLifecycle,
+    triggers_: Triggers,
+    workflows_: Workflows,
+    auth: Authenticator,
 ) -> web.Application:
     app = web.Application(
         middlewares=[drover_metrics.api_latency, problems], client_max_size=MAX_REQUEST_BYTES
@@ -50,6 +55,7 @@ def make_app(
     app[STORE] = store
     app[LIFECYCLE] = lifecycle
     app[TRIGGERS] = triggers_
+    app[WORKFLOWS] = workflows_
     app[AUTH] = auth
 
     async def healthz(_: web.Request) -> web.Response:
@@ -79,6 +85,7 @@ def make_app(
     runs.add_routes(app)
     history.add_routes(app)
     triggers.add_routes(app)
+    workflows.add_routes(app)
     hooks.add_routes(app)
     discovery.add_routes(app)
     return app

@@ -10,7 +10,7 @@ from aiohttp import web
 from lightkube import ApiError
 from pydantic import ValidationError
 
-from drover_operator.engine.triggers import TriggerError
+from drover_operator.errors import RequestError
 from drover_operator.kube import NETWORK_ERRORS
 from drover_operator.store.errors import UNAVAILABLE, UNSTORABLE
 
@@ -19,12 +19,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ProblemError(Exception):
+class ProblemError(RequestError):
     """Raised by a handler: becomes a JSON problem response with this status."""
-
-    def __init__(self, status: int, type: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.type, self.message = status, type, message
 
 
 # A problem is also a Kubernetes `Status`, so that kubectl (`create --raw`) and Kubernetes
@@ -72,7 +68,7 @@ def _validation_message(exc: ValidationError) -> str:
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except (ProblemError, TriggerError) as exc:
+    except RequestError as exc:
         return problem_response(exc.status, exc.type, exc.message)
     except ValidationError as exc:
         return problem_response(422, "invalid-body", _validation_message(exc))

@@ -26,6 +26,18 @@ from drover.protocol.wire import (
     RunContext,
     StepBatch,
 )
+from drover.protocol.workflows import (
+    ChildBatchRequest,
+    Children,
+    ChildRequest,
+    Token,
+    TokenCompletion,
+    TokenList,
+    TokenRequest,
+    TokenState,
+    WaitReply,
+    WaitRequest,
+)
 
 _MODELS: list[type[BaseModel]] = [
     RunContext,
@@ -41,6 +53,16 @@ _MODELS: list[type[BaseModel]] = [
     ReplayRequest,
     RunView,
     RunList,
+    ChildRequest,
+    ChildBatchRequest,
+    Children,
+    WaitRequest,
+    WaitReply,
+    TokenRequest,
+    Token,
+    TokenCompletion,
+    TokenState,
+    TokenList,
 ]
 
 
@@ -138,6 +160,34 @@ def document() -> dict[str, Any]:
         },
         "/v1/runs/{run_id}/logs": {
             "post": _op("Append log lines from the task", _object("stored"), "LogBatch")
+        },
+        "/v1/runs/{run_id}/children": {
+            "post": _op(
+                "Start a child run at a position of the code (or get the one started there)",
+                {"description": "the child", **_json("Children")},
+                "ChildRequest",
+            )
+        },
+        "/v1/runs/{run_id}/children/batch": {
+            "post": _op(
+                "Start child runs at one position of the code (or get those started there)",
+                {"description": "the children", **_json("Children")},
+                "ChildBatchRequest",
+            )
+        },
+        "/v1/runs/{run_id}/waits": {
+            "post": _op(
+                "Wait at a position: resolved, sleep in the pod, or suspended (exit now)",
+                {"description": "what to do", **_json("WaitReply")},
+                "WaitRequest",
+            )
+        },
+        "/v1/runs/{run_id}/tokens": {
+            "post": _op(
+                "Create a waitpoint token at a position (or get the one created there)",
+                {"description": "the token", **_json("Token")},
+                "TokenRequest",
+            )
         },
     }
     protocol = {
@@ -255,6 +305,41 @@ def _trigger_api(paths: dict[str, dict[str, Any]], auth: list[dict[str, list[str
     paths[f"{runs}/{{name}}/replay"] = {
         "parameters": [namespace, name],
         "post": op("Start a new run like this one", "RunView", "ReplayRequest", "201"),
+    }
+    waitpoints = "/v1/namespaces/{namespace}/waitpoints"
+    token = param("token", format="uuid")
+    paths[waitpoints] = {
+        "parameters": [
+            namespace,
+            param("state", "query", enum=["waiting", "completed", "timed_out", "canceled"]),
+            param("task", "query"),
+            param("run", "query"),
+            param("limit", "query", pattern="^[0-9]+$"),
+        ],
+        "get": op("Waitpoint tokens, newest first (RBAC: list waitpoints)", "TokenList"),
+    }
+    paths[f"{waitpoints}/{{token}}"] = {
+        "parameters": [namespace, token],
+        "get": op("A waitpoint token (RBAC: get waitpoints)", "TokenState"),
+    }
+    paths[f"{waitpoints}/{{token}}/complete"] = {
+        "parameters": [namespace, token],
+        "post": op(
+            "Complete a token; the first completion wins (RBAC: update waitpoints)",
+            "TokenState",
+            "TokenCompletion",
+        ),
+    }
+    paths["/v1/tokens/{token}/{secret}"] = {
+        "parameters": [token, param("secret")],
+        "post": {
+            **_op(
+                "Complete a token through its URL: the body is the data (JSON, up to 256 KiB)",
+                {"description": "the token", **_json("TokenState")},
+            ),
+            "requestBody": {"content": {"application/json": {"schema": {}}}},
+            "security": [],
+        },
     }
     paths["/v1/hooks/{namespace}/{task}"] = {
         "parameters": [namespace, task],

@@ -75,7 +75,10 @@ async def authenticate(request: web.Request, *, require_active: bool = True) -> 
         raise ProblemError(401, "unauthenticated", "the token is not valid for this run")
     if require_active and not (row.active and row.current):
         raise ProblemError(
-            409, "attempt-inactive", f"attempt {row.number} is no longer the run's active attempt"
+            409,
+            "attempt-inactive",
+            f"attempt {row.try_number} (execution {row.number}) is no longer the run's active"
+            " attempt",
         )
     return row
 
@@ -90,7 +93,8 @@ async def context(request: web.Request) -> web.Response:
         name=attempt.name,
         namespace=attempt.namespace,
         task=attempt.task,
-        attempt=attempt.number,
+        attempt=attempt.try_number,
+        execution=attempt.number,
         max_attempts=task.retry.max_attempts,
         payload=attempt.payload,
         scheduled_time=attempt.scheduled_at,

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.engine.triggers import Triggers
+from drover_operator.engine.workflows import Workflows
 from drover_operator.store import Store
 
 #: The aggregated API's group and version, served through the Kubernetes API server.
@@ -18,3 +19,4 @@ PREFIXES = ("/v1", f"/apis/{API_GROUP}/{API_VERSION}")
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 LIFECYCLE: web.AppKey[RunLifecycle] = web.AppKey("lifecycle", RunLifecycle)
 TRIGGERS: web.AppKey[Triggers] = web.AppKey("triggers", Triggers)
+WORKFLOWS: web.AppKey[Workflows] = web.AppKey("workflows", Workflows)

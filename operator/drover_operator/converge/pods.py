@@ -57,7 +57,10 @@ class PodConverger:
                 run_name=row.name,
                 run_uid=row.run_id,
                 task_name=row.task,
-                attempt=row.number,
+                attempt=row.try_number,
+                execution=row.number,
+                pod=row.pod_name,
+                max_duration=row.max_duration,
                 max_attempts=task.retry.max_attempts,
                 task=task,
                 api_url=self.settings.api.pod_url,
@@ -91,7 +94,9 @@ class PodConverger:
     async def _write_token_secret(self, request: PodRequest) -> None:
         """Create or overwrite the attempt's token Secret (tokens are derived: idempotent)."""
         assert self.signing_key is not None
-        token = attempt_token(self.signing_key, request.run_uid, request.attempt)
+        token = attempt_token(
+            self.signing_key, request.run_uid, request.execution or request.attempt
+        )
         secret = codecs.from_dict(token_secret(request, token))
         await self.client.apply(secret, force=True)
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TaskKey = tuple[str, str]
 
+#: `status.children` lists this many (all are in the API).
+MAX_CHILDREN_IN_STATUS = 1000
+
 
 class StatusConverger:
     """Writes `status` of TaskRuns and Tasks."""
@@ -52,8 +55,16 @@ class StatusConverger:
                 await self.store.runs.mark_pushed(run.id, run.version)
                 continue
             attempts = await self.store.runs.attempts(run.id, limit)
+            children = (
+                await self.store.runs.child_names(run.id, MAX_CHILDREN_IN_STATUS)
+                if run.child_count
+                else None
+            )
             status = taskrun_status(
-                run, attempts, output_limit=self.settings.runs.output_limit_bytes
+                run,
+                attempts,
+                output_limit=self.settings.runs.output_limit_bytes,
+                children=children,
             )
             try:
                 await self.client.patch(

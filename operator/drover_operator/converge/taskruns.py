@@ -123,8 +123,10 @@ class TaskRunWriter:
         generate_name: str | None = None,
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> tuple[Result, str, str]:
-        """Create a TaskRun (named `name`, or by the API server from `generate_name`):
+        """Create a TaskRun (named `name`, or by the API server from `generate_name`; owned by
+        the TaskRun `owner` = (name, uid), so deleting that deletes this):
         (DONE, uid, name); (GONE, "", "") when `name` exists already; (REFUSED, message, "")
         when the API server refuses it; (RETRY, message, "") when it could not answer."""
         body = TaskRunResource(
@@ -134,6 +136,7 @@ class TaskRunWriter:
                 namespace=namespace,
                 labels=labels or None,
                 annotations=annotations or None,
+                ownerReferences=[_owner_reference(*owner)] if owner else None,
             ),
             spec=spec,
         )
@@ -244,3 +247,13 @@ class TaskRunWriter:
             log.debug("reading Task %s/%s: %s", namespace, name, exc)
             return None
         return task.metadata.creationTimestamp if task.metadata else None
+
+
+def _owner_reference(name: str, uid: str) -> OwnerReference:
+    return OwnerReference(
+        apiVersion=API_VERSION,
+        kind="TaskRun",
+        name=name,
+        uid=uid,
+        blockOwnerDeletion=False,
+    )

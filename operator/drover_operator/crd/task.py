@@ -318,6 +318,8 @@ class TaskStatus(CRDModel):
     """Runs currently holding a concurrency slot (starting or running)."""
     queued: Annotated[int, Field(ge=0)] | None = None
     """Runs waiting for a slot or their `notBefore` time."""
+    waiting: Annotated[int, Field(ge=0)] | None = None
+    """Runs suspended on a durable wait (phase `Waiting`): no pod, no slot."""
     last_schedule_time: datetime | None = None
     """When the schedule last created a run."""
     next_schedule_time: datetime | None = None

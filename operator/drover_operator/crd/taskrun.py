@@ -132,10 +132,12 @@ class TaskRunSpec(CRDModel):
 
 
 class Attempt(CRDModel):
-    """One attempt (one pod) of a run."""
+    """One pod of a run: an attempt, or an attempt resumed after a durable wait."""
 
     number: Annotated[int, Field(ge=1)]
-    """Attempt number, starting at 1."""
+    """Attempt number, starting at 1 (a resumed attempt keeps its number)."""
+    execution: Annotated[int, Field(ge=1)] | None = None
+    """The pod's number among all of the run's pods (attempts and their resumptions)."""
     pod_name: Annotated[str, StringConstraints(max_length=253)] | None = None
     """The attempt's pod."""
     start_time: datetime | None = None
@@ -160,6 +162,22 @@ class RunError(CRDModel):
     """Error message (truncated)."""
     retryable: bool
     """Whether the error allowed another attempt."""
+
+
+class WaitingFor(CRDModel):
+    """What a `Waiting` run waits on; it holds no pod and no concurrency slot meanwhile."""
+
+    kind: Literal["Duration", "Token", "Runs"]
+    """`Duration`: a time; `Token`: a waitpoint token; `Runs`: child runs to finish."""
+    until: datetime | None = None
+    """When a `Duration` wait is over."""
+    token: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The token a `Token` wait is for."""
+    runs: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=253)]], Field(max_length=1000)]
+        | None
+    ) = None
+    """The runs a `Runs` wait is for (TaskRun names)."""
 
 
 class StepProgress(CRDModel):
@@ -201,6 +219,15 @@ class TaskRunStatus(CRDModel):
     """Set when the run failed."""
     steps: StepProgress | None = None
     """Checkpoint progress (SDK tasks)."""
+    waiting_for: WaitingFor | None = None
+    """Phase `Waiting`: what the run waits on."""
+    parent: Annotated[str, StringConstraints(max_length=253)] | None = None
+    """The TaskRun whose code started this one (child runs)."""
+    children: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=253)]], Field(max_length=1000)]
+        | None
+    ) = None
+    """TaskRuns this run's code started, oldest first (the first 1,000)."""
 
 
 class TaskRun(CRDModel):

@@ -19,7 +19,7 @@ RUNNER_EXIT_FINAL = 3
 
 
 class AttemptState(StrEnum):
-    """An attempt's state in the store; the last five are final."""
+    """An execution's state in the store; the last six are final."""
 
     ADMITTED = "Admitted"
     """Holds a slot; its pod is being created or has not started."""
@@ -30,6 +30,9 @@ class AttemptState(StrEnum):
     CANCELED = "Canceled"
     LOST = "Lost"
     """Its pod vanished or its heartbeats stopped: retryable."""
+    SUSPENDED = "Suspended"
+    """The code reached a long wait: the pod exits and the slot is free; the attempt goes
+    on in a new execution when the wait is over."""
 
 
 @dataclass(frozen=True)

@@ -123,24 +123,35 @@ def plan_attempt(
     *,
     run_id: str,
     run_name: str,
-    number: int,
+    try_number: int,
+    execution: int,
+    resumed: bool = False,
+    executed: dt.timedelta = dt.timedelta(0),
     default_pending: dt.timedelta,
     signing_key: bytes | None,
 ) -> AttemptPlan:
-    """The attempt `number` of a run, as admission records it."""
+    """Execution `execution` of the run, in its attempt `try_number`, as admission records
+    it: a new attempt, or (`resumed`) the same attempt continuing after a wait, with what is
+    left of its `maxDuration` after the `executed` time so far."""
     pending = parse_duration(spec.timeouts.pending) if spec.timeouts.pending else default_pending
-    token = attempt_token(signing_key, run_id, number) if signing_key is not None else None
+    token = attempt_token(signing_key, run_id, execution) if signing_key is not None else None
+    limit = max_duration(spec)
+    if limit is not None and resumed:
+        limit = max(limit - executed, dt.timedelta(seconds=1))
+    if resumed:
+        event = EventRecord("Normal", "Resumed", f"attempt {try_number} resumed", try_number)
+    else:
+        message = f"attempt {try_number} of {spec.retry.max_attempts} admitted"
+        event = EventRecord("Normal", "Admitted", message, try_number)
     return AttemptPlan(
-        pod_name=pod_name(run_name, run_id, number),
+        pod_name=pod_name(run_name, run_id, try_number, execution if resumed else None),
         task_spec=raw_spec,
         pending=pending,
         token_hash=token_hash(token) if token is not None else None,
         # Only SDK tasks beat; a plain command is watched through its pod alone.
         heartbeat_timeout=parse_duration(spec.timeouts.heartbeat) if spec.entrypoint else None,
-        max_duration=max_duration(spec),
-        event=EventRecord(
-            "Normal", "Admitted", f"attempt {number} of {spec.retry.max_attempts} admitted", number
-        ),
+        max_duration=limit,
+        event=event,
     )
 
 
@@ -181,7 +192,8 @@ def next_phase(
 def end_of_attempt(
     spec: TaskSpec, number: int, outcome: Outcome, rng: random.Random | None = None
 ) -> RunEnd:
-    """The decision recorded when attempt `number` ends with `outcome`."""
+    """The decision recorded when attempt `number` (the try, not the execution) ends with
+    `outcome`."""
     phase, retry_in = next_phase(spec, number, outcome, rng)
     error = None
     if phase != Phase.SUCCEEDED:

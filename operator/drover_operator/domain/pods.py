@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from drover.protocol import names
@@ -17,6 +18,7 @@ from drover.protocol.names import (
     ANNOTATION_TASK,
     API_VERSION,
     LABEL_ATTEMPT,
+    LABEL_EXECUTION,
     LABEL_RUN,
     LABEL_RUN_UID,
     LABEL_TASK,
@@ -44,9 +46,10 @@ def label_value(value: str) -> str:
     return f"{head}-{_digest(value, 9)}" if head else _digest(value, 9)
 
 
-def pod_name(run_name: str, run_uid: str, attempt: int) -> str:
-    """`<run>-a<n>`; for long run names, a prefix plus a hash of the run's UID."""
-    suffix = f"-a{attempt}"
+def pod_name(run_name: str, run_uid: str, attempt: int, resumed: int | None = None) -> str:
+    """`<run>-a<n>`, and `<run>-a<n>-r<execution>` for an attempt resumed after a wait; for
+    long run names, a prefix plus a hash of the run's UID."""
+    suffix = f"-a{attempt}" if resumed is None else f"-a{attempt}-r{resumed}"
     if len(run_name) + len(suffix) <= _MAX_NAME:
         return run_name + suffix
     head = run_name[: _MAX_NAME - len(suffix) - 11].rstrip("-.")
@@ -65,10 +68,24 @@ class PodRequest:
     max_attempts: int
     task: TaskSpec
     api_url: str = ""
+    #: The execution (pod) of the run this is: `attempt` unless resumed after a wait.
+    execution: int | None = None
+    #: The pod's name as admission recorded it; default `<run>-a<attempt>`.
+    pod: str | None = None
+    #: What is left of the attempt's maxDuration; default the Task's.
+    max_duration: timedelta | None = None
     # OTLP endpoint for the runner's step spans (`OTEL_EXPORTER_OTLP_ENDPOINT`); "": none.
     otlp_endpoint: str = ""
     # `DROVER_LOG_FORMAT` for the runner ("json"); "": its default.
     log_format: str = ""
+
+
+def _pod(req: PodRequest) -> str:
+    return req.pod or pod_name(req.run_name, req.run_uid, req.attempt)
+
+
+def _execution(req: PodRequest) -> int:
+    return req.execution if req.execution is not None else req.attempt
 
 
 def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
@@ -80,7 +97,7 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
         names.ENV_ATTEMPT: str(req.attempt),
         names.ENV_MAX_ATTEMPTS: str(req.max_attempts),
         # The attempt's span (W3C): what runs in the pod continues the run's trace.
-        names.ENV_TRACEPARENT: traceparent(req.run_uid, req.attempt),
+        names.ENV_TRACEPARENT: traceparent(req.run_uid, _execution(req)),
     }
     if req.log_format:
         values[names.ENV_LOG_FORMAT] = req.log_format
@@ -95,7 +112,7 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
                 "name": names.ENV_TOKEN,
                 "valueFrom": {
                     "secretKeyRef": {
-                        "name": token_secret_name(pod_name(req.run_name, req.run_uid, req.attempt)),
+                        "name": token_secret_name(_pod(req)),
                         "key": TOKEN_KEY,
                     }
                 },
@@ -109,15 +126,22 @@ def token_secret_name(pod: str) -> str:
     return f"{pod}-token"
 
 
+def _labels(req: PodRequest) -> dict[str, str]:
+    return {
+        LABEL_RUN_UID: req.run_uid,
+        LABEL_ATTEMPT: str(req.attempt),
+        LABEL_EXECUTION: str(_execution(req)),
+    }
+
+
 def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
-    name = pod_name(req.run_name, req.run_uid, req.attempt)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": token_secret_name(name),
+            "name": token_secret_name(_pod(req)),
             "namespace": req.namespace,
-            "labels": {LABEL_RUN_UID: req.run_uid, LABEL_ATTEMPT: str(req.attempt)},
+            "labels": _labels(req),
             "ownerReferences": [_owner(req)],
         },
         "type": "Opaque",
@@ -139,7 +163,7 @@ def _owner(req: PodRequest) -> dict[str, Any]:
 def build_pod(req: PodRequest) -> dict[str, Any]:
     """The pod manifest for one attempt."""
     task = req.task
-    name = pod_name(req.run_name, req.run_uid, req.attempt)
+    name = _pod(req)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": task.image,
@@ -163,10 +187,12 @@ def build_pod(req: PodRequest) -> dict[str, Any]:
     }
     if task.service_account_name:
         spec["serviceAccountName"] = task.service_account_name
-    if task.timeouts.max_duration:
+    limit = req.max_duration
+    if limit is None and task.timeouts.max_duration:
+        limit = parse_duration(task.timeouts.max_duration)
+    if limit is not None:
         # Backstop enforced by the kubelet even while the operator is down.
-        seconds = parse_duration(task.timeouts.max_duration).total_seconds()
-        spec["activeDeadlineSeconds"] = max(1, int(seconds + 0.999))
+        spec["activeDeadlineSeconds"] = max(1, int(limit.total_seconds() + 0.999))
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     template = task.pod_template
@@ -179,8 +205,7 @@ def build_pod(req: PodRequest) -> dict[str, Any]:
         {
             LABEL_TASK: label_value(req.task_name),
             LABEL_RUN: label_value(req.run_name),
-            LABEL_RUN_UID: req.run_uid,
-            LABEL_ATTEMPT: str(req.attempt),
+            **_labels(req),
         }
     )
     annotations.update({ANNOTATION_RUN: req.run_name, ANNOTATION_TASK: req.task_name})

@@ -37,6 +37,8 @@ class TaskCounts:
     queued: int
     #: The Task declares `spec.webhook`.
     webhook: bool = False
+    #: Runs suspended on a durable wait.
+    waiting: int = 0
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -76,6 +78,16 @@ class RunRecord:
     #: Why a run that could start waits (`ConcurrencyLimit`, `PerKeyLimit`), and details.
     wait_reason: str | None
     wait_message: str | None
+    #: Every pod of the run, numbered (an attempt resumed after a wait runs in a new one).
+    execution: int = 0
+    #: The next admission resumes the current attempt (a wait resolved).
+    resume: bool = False
+    #: What a `Waiting` run waits on (`status.waitingFor`).
+    waiting_for: dict[str, Any] | None = None
+    #: The run that triggered this one, for child runs.
+    parent_id: str | None = None
+    parent_name: str | None = None
+    child_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,15 +95,16 @@ class UnpushedRun(RunRecord):
     """A run whose TaskRun status is behind its record, with what its condition needs to
     know about its Task."""
 
-    task_exists: bool
-    task_invalid: str | None
+    task_exists: bool = True
+    task_invalid: str | None = None
 
 
 @dataclass(frozen=True)
 class AttemptSummary:
-    """An attempt as `status.attempts` shows it."""
+    """An attempt's execution (one pod) as `status.attempts` shows it."""
 
     number: int
+    try_number: int
     pod_name: str
     state: str
     admitted_at: dt.datetime
@@ -104,10 +117,12 @@ class AttemptSummary:
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """An attempt, as its transactions read it under lock."""
+    """An execution of an attempt (one pod), as its transactions read it under lock.
+    `number` counts every execution of the run; `try_number` is the attempt it belongs to."""
 
     run_id: str
     number: int
+    try_number: int
     namespace: str
     task: str
     pod_name: str
@@ -116,6 +131,7 @@ class AttemptRecord:
     admitted_at: dt.datetime
     started_at: dt.datetime | None
     task_spec: dict[str, Any]
+    finished_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,8 @@ class WaitingRun:
     attempt: int
     created_at: dt.datetime
     eligible_at: dt.datetime | None
+    #: Resuming the current attempt after a wait, rather than starting a new one.
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,8 @@ class RunEvent:
 class PodToCreate:
     run_id: str
     number: int
+    try_number: int
+    max_duration: dt.timedelta | None
     pod_name: str
     task_spec: dict[str, Any]
     namespace: str
@@ -267,10 +287,11 @@ class RunRef:
 
 @dataclass(frozen=True)
 class ApiAttempt:
-    """An attempt as the run API authenticates and serves it."""
+    """An execution as the run API authenticates and serves it."""
 
     run_id: str
     number: int
+    try_number: int
     active: bool
     token_hash: str | None
     task_spec: dict[str, Any]
@@ -278,7 +299,7 @@ class ApiAttempt:
     namespace: str
     name: str
     task: str
-    current_attempt: int
+    current_execution: int
     payload: Any
     metadata: dict[str, Any]
     scheduled_at: dt.datetime | None
@@ -287,8 +308,8 @@ class ApiAttempt:
 
     @property
     def current(self) -> bool:
-        """The run's latest attempt (a zombie's is not)."""
-        return self.current_attempt == self.number
+        """The run's latest execution (a zombie's is not)."""
+        return self.current_execution == self.number
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
         assert run.eligible_at is not None
         status, reason = "Unknown", "Delayed"
         message = f"not before {rfc3339(run.eligible_at)} (delay or notBefore)"
+    elif phase == Phase.WAITING:
+        kind = (run.waiting_for or {}).get("kind", "")
+        status, reason = "Unknown", f"WaitingFor{kind}" if kind else "Waiting"
     elif phase in (Phase.QUEUED, Phase.RETRYING) and run.wait_reason:
         status, reason, message = "Unknown", run.wait_reason, run.wait_message or phase
     else:
@@ -71,7 +74,8 @@ def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
 
 def _attempt(attempt: AttemptSummary) -> dict[str, Any]:
     out = {
-        "number": attempt.number,
+        "number": attempt.try_number,
+        "execution": attempt.number,
         "podName": attempt.pod_name,
         "startTime": _ts(attempt.started_at),
         "finishTime": _ts(attempt.finished_at),
@@ -83,9 +87,14 @@ def _attempt(attempt: AttemptSummary) -> dict[str, Any]:
 
 
 def taskrun_status(
-    run: UnpushedRun, attempts: list[AttemptSummary], *, output_limit: int
+    run: UnpushedRun,
+    attempts: list[AttemptSummary],
+    *,
+    output_limit: int,
+    children: list[str] | None = None,
 ) -> dict[str, Any]:
-    """`status` of a TaskRun; attempts newest first in, oldest first out."""
+    """`status` of a TaskRun; attempts newest first in, oldest first out. Fields that do
+    not apply are None, which the merge patch removes."""
     status: dict[str, Any] = {
         "observedGeneration": run.generation,
         "phase": run.phase,
@@ -100,6 +109,9 @@ def taskrun_status(
         else None,
         # The traceback stays in Postgres and the API; status carries the summary.
         "error": {k: v for k, v in run.error.items() if k != "traceback"} if run.error else None,
+        "waitingFor": run.waiting_for if run.phase == Phase.WAITING else None,
+        "parent": run.parent_name,
+        "children": children or None,
     }
     if run.metadata:
         status["metadata"] = run.metadata
@@ -135,6 +147,7 @@ def task_status(counts: TaskCounts) -> dict[str, Any]:
         "observedGeneration": counts.generation,
         "active": counts.active,
         "queued": counts.queued,
+        "waiting": counts.waiting,
         "conditions": [ready],
         # None removes it (the status is merge-patched).
         "webhook": webhook,

@@ -15,6 +15,8 @@ import uuid
 
 #: The name of the shared key in the store (`drover_keys`).
 SIGNING_KEY_NAME = "attempt-token-hmac"
+#: The key waitpoint tokens' URL secrets are derived with.
+WAITPOINT_KEY_NAME = "waitpoint-token-hmac"
 
 
 def attempt_token(key: bytes, run_id: str, attempt: int) -> str:
@@ -40,3 +42,14 @@ def parse_token(token: str) -> tuple[str, int] | None:
 
 def matches(token: str, stored_hash: str | None) -> bool:
     return stored_hash is not None and hmac.compare_digest(token_hash(token), stored_hash)
+
+
+def waitpoint_secret(key: bytes, token_id: str) -> str:
+    """The secret in a waitpoint token's URL: derived, so it is stored nowhere and a
+    replayed `create_token` can give the same URL again."""
+    mac = hmac.new(key, f"waitpoint.{token_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def secret_matches(key: bytes, token_id: str, secret: str) -> bool:
+    return hmac.compare_digest(waitpoint_secret(key, token_id), secret)

@@ -4,8 +4,10 @@ the commit, by the replica that made the decision (best-effort, never in its way
 from __future__ import annotations
 
 from drover.protocol.phases import Phase
+from drover.protocol.timestamps import now
 from drover_operator.domain.attempts import AttemptState
 from drover_operator.domain.records import RunRecord, TaskCounts
+from drover_operator.domain.waits import Resumed
 from drover_operator.store.admission import Admitted
 from drover_operator.store.attempts import AttemptEnded
 from drover_operator.store.runs import Closed, NewRun
@@ -104,6 +106,18 @@ def _run_span(run: RunRecord, phase: Phase, attempts: int, message: str | None) 
         created_at=run.created_at,
         message=message,
     )
+
+
+def suspended(namespace: str, task: str, kind: str) -> None:
+    metrics.SUSPENDS.labels(namespace, task, kind).inc()
+
+
+def resumed(entries: list[Resumed]) -> None:
+    for entry in entries:
+        metrics.RESUMES.labels(entry.namespace, entry.task, entry.kind).inc()
+        if entry.due_at is not None:
+            latency = (now() - entry.due_at).total_seconds()
+            metrics.RESUME_LATENCY.labels(entry.namespace, entry.task).observe(max(0.0, latency))
 
 
 def task_counts(counts: list[TaskCounts]) -> None:

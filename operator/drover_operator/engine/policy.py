@@ -15,6 +15,7 @@ from drover_operator.domain.lifecycle import (
     plan_attempt,
 )
 from drover_operator.domain.records import AttemptRecord, RunRecord, TaskRecord, WaitingRun
+from drover_operator.store.admission import Start
 
 
 class LifecyclePolicy:
@@ -39,17 +40,21 @@ class LifecyclePolicy:
     def slots(self, task: TaskRecord, active: int, per_key: dict[str, int]) -> Slots | None:
         return Slots.of(self._spec(task), active, per_key)
 
-    def plan(self, task: TaskRecord, run: WaitingRun, number: int) -> AttemptPlan:
+    def plan(self, task: TaskRecord, run: WaitingRun, start: Start) -> AttemptPlan:
         return plan_attempt(
             self._spec(task),
             task.spec,
             run_id=run.id,
             run_name=run.name,
-            number=number,
+            try_number=start.try_number,
+            execution=start.execution,
+            resumed=start.resumed,
+            executed=start.executed,
             default_pending=self.default_pending,
             signing_key=self.signing_key,
         )
 
     def end(self, run: RunRecord, attempt: AttemptRecord, outcome: Outcome) -> RunEnd:
         """What the attempt's end means, by the Task spec it was admitted with."""
-        return end_of_attempt(TaskSpec.model_validate(attempt.task_spec), attempt.number, outcome)
+        spec = TaskSpec.model_validate(attempt.task_spec)
+        return end_of_attempt(spec, attempt.try_number, outcome)

@@ -17,7 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from drover.protocol.names import ANNOTATION_SCHEDULED_TIME, LABEL_ATTEMPT, LABEL_RUN_UID
+from drover.protocol.names import (
+    ANNOTATION_SCHEDULED_TIME,
+    GROUP,
+    LABEL_ATTEMPT,
+    LABEL_EXECUTION,
+    LABEL_RUN_UID,
+)
 from drover.protocol.timestamps import now, parse_rfc3339
 from drover_operator.converge import Converger
 from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
@@ -33,6 +39,16 @@ from drover_operator.store.db import listen
 from drover_operator.store.runs import NewRun
 
 log = logging.getLogger(__name__)
+
+
+def _parent(meta: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(uid, name) of the TaskRun that owns this one: its parent, for child runs."""
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "TaskRun" and str(owner.get("apiVersion", "")).startswith(
+            f"{GROUP}/"
+        ):
+            return owner.get("uid"), owner.get("name")
+    return None, None
 
 
 def _initial_metadata(annotations: dict[str, str]) -> dict[str, Any] | None:
@@ -164,6 +180,7 @@ class Engine:
         if spec.delay:
             eligible = created + parse_duration(spec.delay)
         failed = None
+        parent_id, parent_name = _parent(meta)
         task = await self.store.tasks.get(meta["namespace"], spec.task_ref.name)
         if task is not None:
             try:
@@ -189,12 +206,16 @@ class Engine:
                 scheduled_at=parse_rfc3339(annotations.get(ANNOTATION_SCHEDULED_TIME)),
                 metadata=_initial_metadata(annotations),
                 failed=failed,
+                parent_id=parent_id,
+                parent_name=parent_name,
             )
         )
 
     async def on_pod(self, event: str, pod: dict[str, Any]) -> None:
         labels = pod.get("metadata", {}).get("labels") or {}
-        run_id, attempt = labels.get(LABEL_RUN_UID), labels.get(LABEL_ATTEMPT)
+        # The execution's number (pods from before executions existed: the attempt's).
+        run_id = labels.get(LABEL_RUN_UID)
+        attempt = labels.get(LABEL_EXECUTION) or labels.get(LABEL_ATTEMPT)
         if not run_id or not attempt or not attempt.isdigit():
             return
         key = (run_id, int(attempt))
@@ -249,16 +270,22 @@ class Engine:
     async def _until_next_wake(self) -> float:
         tick = self.settings.loop.tick.total_seconds()
         try:
-            seconds = await self.store.admission.seconds_to_next_eligible()
+            due = [
+                await self.store.admission.seconds_to_next_eligible(),
+                await self.store.waits.seconds_to_next(),
+            ]
         except Exception:
             return tick
-        return tick if seconds is None else max(0.0, min(tick, seconds))
+        return max(0.0, min([tick, *(s for s in due if s is not None)]))
 
     async def tick(self) -> None:
         """One pass: admit, start, time out, stop, and publish what changed."""
         batch = self.settings.loop.batch_size
         if await self.lifecycle.expire():
             self.wake()
+        # Suspended runs whose wait is over are queued again, then admitted like any run.
+        resumed = await self.store.waits.resolve_due(batch)
+        observe.resumed(resumed)
         for queue in await self.store.admission.due_queues():
             await self.lifecycle.admit(queue.namespace, queue.task)
         for created in await self.converge.pods.create():

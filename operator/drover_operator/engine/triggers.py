@@ -33,6 +33,7 @@ from drover_operator.domain.triggers import (
     metadata_annotation,
     taskrun_spec,
 )
+from drover_operator.errors import RequestError
 from drover_operator.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,8 @@ log = logging.getLogger(__name__)
 _BATCH_CONCURRENCY = 16
 
 
-class TriggerError(Exception):
-    """A refused request: `status`, a problem `type`, and what is wrong."""
-
-    def __init__(self, status: int, type: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.type, self.message = status, type, message
+class TriggerError(RequestError):
+    """A refused trigger: `status`, a problem `type`, and what is wrong."""
 
     @classmethod
     def of(cls, problem: Problem) -> TriggerError:
@@ -96,16 +93,24 @@ class Triggers:
         request: TriggerRequest,
         *,
         labels: dict[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> Started:
+        """Start a run (`owner`: the (name, uid) of the TaskRun it is a child of)."""
         spec = await self.task(namespace, task)
         run_spec = taskrun_spec(task, request)
         problem = check(spec, run_spec)
         if problem is not None:
             raise TriggerError.of(problem)
-        return await self._start(namespace, task, request, run_spec, labels or {})
+        return await self._start(namespace, task, request, run_spec, labels or {}, owner)
 
     async def batch(
-        self, namespace: str, task: str, requests: Sequence[TriggerRequest]
+        self,
+        namespace: str,
+        task: str,
+        requests: Sequence[TriggerRequest],
+        *,
+        labels: dict[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> list[Started]:
         """Every item checked first, then started in order (some at a time)."""
         spec = await self.task(namespace, task)
@@ -118,7 +123,7 @@ class Triggers:
 
         async def start(request: TriggerRequest, run_spec: dict[str, Any]) -> Started:
             async with gate:
-                return await self._start(namespace, task, request, run_spec, {})
+                return await self._start(namespace, task, request, run_spec, labels or {}, owner)
 
         return list(
             await asyncio.gather(*(start(r, s) for r, s in zip(requests, run_specs, strict=True)))
@@ -131,6 +136,7 @@ class Triggers:
         request: TriggerRequest,
         run_spec: dict[str, Any],
         labels: dict[str, str],
+        owner: tuple[str, str] | None = None,
     ) -> Started:
         annotations = metadata_annotation(request)
         key = request.idempotency_key
@@ -141,6 +147,7 @@ class Triggers:
                 generate_name=f"{task[:57]}-",
                 labels=labels,
                 annotations=annotations,
+                owner=owner,
             )
             self._raise_unless_done(result, detail)
             return Started(name, detail, Phase.QUEUED, cached=False)
@@ -154,7 +161,12 @@ class Triggers:
             )
         # Bound now, or bound by a request whose creation has not (yet) happened.
         result, detail, _ = await self.taskruns.create_run(
-            namespace, run_spec, name=binding.run_name, labels=labels, annotations=annotations
+            namespace,
+            run_spec,
+            name=binding.run_name,
+            labels=labels,
+            annotations=annotations,
+            owner=owner,
         )
         cached = not binding.fresh
         if result == Result.GONE:  # created by the request that bound the key

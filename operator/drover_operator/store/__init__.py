@@ -21,7 +21,9 @@ from drover_operator.store.runs import RunStore
 from drover_operator.store.runviews import RunViewStore
 from drover_operator.store.schedules import ScheduleStore
 from drover_operator.store.tasks import TaskStore
+from drover_operator.store.tokens import TokenStore
 from drover_operator.store.triggers import TriggerStore
+from drover_operator.store.waits import WaitStore
 from drover_operator.store.webhooks import WebhookStore
 
 
@@ -42,6 +44,8 @@ class Store:
         self.triggers = TriggerStore(pool)
         self.runviews = RunViewStore(pool)
         self.webhooks = WebhookStore(pool)
+        self.waits = WaitStore(pool)
+        self.tokens = TokenStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, size: int) -> Store:

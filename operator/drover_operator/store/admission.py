@@ -37,28 +37,38 @@ FROM (SELECT concurrency_key, count(*) AS n FROM drover_attempts
 """
 
 WAITING_RUNS = """
-SELECT id, name, concurrency_key, attempt, created_at, eligible_at FROM drover_runs
+SELECT id, name, concurrency_key, attempt, created_at, eligible_at, resume FROM drover_runs
 WHERE namespace = %s AND task = %s AND phase IN ('Queued', 'Retrying')
   AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
 ORDER BY priority DESC, created_at, seq
 LIMIT %s OFFSET %s
 """
 
+# A resumed run continues its attempt (the try) in a new execution (a new pod).
 START_ATTEMPT = """
 UPDATE drover_runs
-SET phase = 'Starting', attempt = attempt + 1, eligible_at = NULL, reason = NULL,
-    message = NULL, wait_reason = NULL, wait_message = NULL, version = version + 1
+SET phase = 'Starting', attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END,
+    execution = execution + 1, resume = false, waiting_for = NULL, eligible_at = NULL,
+    reason = NULL, message = NULL, wait_reason = NULL, wait_message = NULL,
+    version = version + 1
 WHERE id = %s
-RETURNING attempt
+RETURNING attempt AS try_number, execution
+"""
+
+# How long the attempt's earlier executions ran (maxDuration counts executing, not waiting).
+EXECUTED = """
+SELECT coalesce(sum(finished_at - started_at), interval '0')
+FROM drover_attempts WHERE run_id = %s AND try_number = %s
+  AND started_at IS NOT NULL AND finished_at IS NOT NULL
 """
 
 INSERT_ATTEMPT = """
-INSERT INTO drover_attempts (run_id, number, namespace, task, concurrency_key, pod_name,
-                             state, task_spec, pending_deadline_at, token_hash,
+INSERT INTO drover_attempts (run_id, number, try_number, namespace, task, concurrency_key,
+                             pod_name, state, task_spec, pending_deadline_at, token_hash,
                              heartbeat_timeout, max_duration)
-VALUES (%(run_id)s, %(number)s, %(namespace)s, %(task)s, %(concurrency_key)s, %(pod_name)s,
-        'Admitted', %(task_spec)s, now() + %(pending)s::interval, %(token_hash)s,
-        %(heartbeat_timeout)s::interval, %(max_duration)s::interval)
+VALUES (%(run_id)s, %(number)s, %(try_number)s, %(namespace)s, %(task)s, %(concurrency_key)s,
+        %(pod_name)s, 'Admitted', %(task_spec)s, now() + %(pending)s::interval,
+        %(token_hash)s, %(heartbeat_timeout)s::interval, %(max_duration)s::interval)
 """
 
 # Why the runs left waiting wait; only rows whose reason changes are touched (and pushed).
@@ -92,8 +102,25 @@ class AdmissionPolicy(Protocol):
     def slots(self, task: TaskRecord, active: int, per_key: dict[str, int]) -> Slots | None:
         """The Task's free slots given its active attempts; None: admit nothing."""
 
-    def plan(self, task: TaskRecord, run: WaitingRun, number: int) -> AttemptPlan:
-        """The attempt `number` of `run`."""
+    def plan(self, task: TaskRecord, run: WaitingRun, start: Start) -> AttemptPlan:
+        """The execution `start` describes."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Which execution admission starts: attempt `try_number` of the run, in its execution
+    `execution`; `resumed` after a wait, having run `executed` already in this attempt."""
+
+    try_number: int
+    execution: int
+    resumed: bool
+    executed: dt.timedelta
+
+
+@dataclass(frozen=True)
+class _Started:
+    try_number: int
+    execution: int
 
 
 @dataclass(frozen=True)
@@ -208,13 +235,20 @@ class AdmissionStore:
     async def _start(
         self, conn: Connection, task: TaskRecord, run: WaitingRun, policy: AdmissionPolicy
     ) -> Admitted:
-        number = await fetch_value(conn, START_ATTEMPT, (run.id,))
-        plan = policy.plan(task, run, number)
+        started = await fetch_one(conn, _Started, START_ATTEMPT, (run.id,))
+        assert started is not None
+        executed = dt.timedelta(0)
+        if run.resume:
+            executed = await fetch_value(conn, EXECUTED, (run.id, started.try_number))
+        start = Start(started.try_number, started.execution, run.resume, executed)
+        plan = policy.plan(task, run, start)
+        number = started.execution
         await conn.execute(
             INSERT_ATTEMPT,
             {
                 "run_id": run.id,
                 "number": number,
+                "try_number": started.try_number,
                 "namespace": task.namespace,
                 "task": task.name,
                 "concurrency_key": run.concurrency_key,

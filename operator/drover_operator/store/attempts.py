@@ -58,7 +58,8 @@ WHERE id = %(id)s
 ATTEMPT_TASK_SPEC = "SELECT task_spec FROM drover_attempts WHERE run_id = %s AND number = %s"
 
 PODS_TO_CREATE = """
-SELECT a.run_id, a.number, a.pod_name, a.task_spec, r.namespace, r.name, r.task
+SELECT a.run_id, a.number, a.try_number, a.max_duration, a.pod_name, a.task_spec,
+       r.namespace, r.name, r.task
 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
 WHERE a.active AND a.state = 'Admitted' AND NOT a.pod_created
 ORDER BY a.admitted_at

@@ -14,9 +14,9 @@ from drover_operator.domain.records import ApiAttempt, LogRecord, StepValue
 from drover_operator.store.db import Pool, fetch_all, fetch_one, transaction
 
 API_ATTEMPT = """
-SELECT a.run_id, a.number, a.active, a.token_hash, a.task_spec, a.heartbeat_timeout,
-       r.namespace, r.name, r.task, r.attempt AS current_attempt, r.payload, r.metadata,
-       r.scheduled_at, r.phase, r.cancel_requested
+SELECT a.run_id, a.number, a.try_number, a.active, a.token_hash, a.task_spec,
+       a.heartbeat_timeout, r.namespace, r.name, r.task, r.execution AS current_execution,
+       r.payload, r.metadata, r.scheduled_at, r.phase, r.cancel_requested
 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
 WHERE a.run_id = %s AND a.number = %s
 """
@@ -44,7 +44,7 @@ PUT_STEP_CHECKED = """
 WITH attempt AS (
     SELECT 1 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
     WHERE a.run_id = %(run_id)s AND a.number = %(number)s AND a.active
-      AND a.token_hash = %(token_hash)s AND r.attempt = a.number
+      AND a.token_hash = %(token_hash)s AND r.execution = a.number
 ), inserted AS (
     INSERT INTO drover_steps (run_id, seq, name, value, attempt)
     SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, %(number)s WHERE EXISTS (SELECT 1 FROM attempt)

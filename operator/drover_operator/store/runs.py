@@ -19,31 +19,76 @@ from drover_operator.domain.records import (
     RunRecord,
     UnpushedRun,
 )
-from drover_operator.store.db import Pool, fetch_all, fetch_one, notify, transaction
+from drover_operator.store.db import (
+    Connection,
+    Pool,
+    fetch_all,
+    fetch_one,
+    notify,
+    sql_list,
+    transaction,
+)
 from drover_operator.store.outbox import record_run_events
+
+_FINISHED = sql_list(FINISHED_PHASES)
 
 RUN_COLUMNS = """
 r.id, r.namespace, r.name, r.task, r.generation, r.concurrency_key, r.priority, r.payload,
 r.tags, r.phase, r.attempt, r.eligible_at, r.expires_at, r.created_at, r.recorded_at,
 r.started_at, r.finished_at, r.reason, r.message, r.error, r.output, r.cancel_requested,
 r.deleted_at, r.version, r.pushed_version, r.metadata, r.scheduled_at, r.wait_reason,
-r.wait_message
+r.wait_message, r.execution, r.resume, r.waiting_for, r.parent_id, r.parent_name,
+r.child_count
 """
 
 ATTEMPT_COLUMNS = """
-a.run_id, a.number, a.namespace, a.task, a.pod_name, a.state, a.active, a.admitted_at,
-a.started_at, a.task_spec
+a.run_id, a.number, a.try_number, a.namespace, a.task, a.pod_name, a.state, a.active,
+a.admitted_at, a.started_at, a.task_spec, a.finished_at
 """
 
 INSERT_RUN = """
 INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
                          payload, tags, phase, eligible_at, expires_at, created_at,
-                         reason, message, finished_at, error, scheduled_at, metadata)
+                         reason, message, finished_at, error, scheduled_at, metadata,
+                         parent_id, parent_name)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
         %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
         %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s,
-        %(metadata)s)
+        %(metadata)s, %(parent_id)s, %(parent_name)s)
 ON CONFLICT (id) DO NOTHING
+"""
+
+CANCEL_WAITPOINTS = """
+UPDATE drover_waitpoints SET state = 'canceled', resolved_at = now()
+WHERE run_id = %s AND state IN ('pending', 'waiting')
+"""
+
+CANCEL_RUN_TOKENS = """
+UPDATE drover_tokens SET state = 'canceled', completed_at = now()
+WHERE run_id = %s AND state = 'waiting'
+"""
+
+# A parent's status lists its children: a new child changes it.
+ADD_CHILD = (
+    "UPDATE drover_runs SET child_count = child_count + 1, version = version + 1 WHERE id = %s"
+)
+
+# Unfinished descendants of a run (children, their children, ...), deepest first.
+UNFINISHED_DESCENDANTS = f"""
+WITH RECURSIVE tree(id, depth) AS (
+    SELECT id, 1 FROM drover_runs WHERE parent_id = %s
+    UNION
+    SELECT r.id, t.depth + 1 FROM drover_runs r JOIN tree t ON r.parent_id = t.id
+    WHERE t.depth < 100
+)
+SELECT {RUN_COLUMNS} FROM drover_runs r JOIN tree t ON t.id = r.id
+WHERE r.phase NOT IN ({_FINISHED})
+ORDER BY t.depth DESC
+FOR UPDATE OF r
+"""
+
+CHILD_NAMES = """
+SELECT name FROM drover_runs WHERE parent_id = %s ORDER BY created_at, seq LIMIT %s
 """
 
 LOCK_RUN = f"SELECT {RUN_COLUMNS} FROM drover_runs r WHERE r.id = %s FOR UPDATE"
@@ -90,7 +135,8 @@ LIMIT %s
 """
 
 RUN_ATTEMPTS = """
-SELECT number, pod_name, state, admitted_at, started_at, finished_at, exit_code, reason, message
+SELECT number, try_number, pod_name, state, admitted_at, started_at, finished_at, exit_code,
+       reason, message
 FROM drover_attempts WHERE run_id = %s ORDER BY number DESC LIMIT %s
 """
 
@@ -131,6 +177,9 @@ class NewRun:
     metadata: dict[str, Any] | None = None
     #: (reason, message) when the run is refused at once (a payload its Task's schema refuses).
     failed: tuple[str, str] | None = None
+    #: The run that started this one (its TaskRun's owner), for child runs.
+    parent_id: str | None = None
+    parent_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,10 +226,14 @@ class RunStore:
                     "error": error,
                     "scheduled_at": run.scheduled_at,
                     "metadata": Jsonb(run.metadata or {}),
+                    "parent_id": run.parent_id,
+                    "parent_name": run.parent_name,
                 },
             )
             if cursor.rowcount == 0:
                 return False
+            if run.parent_id is not None:
+                await conn.execute(ADD_CHILD, (run.parent_id,))
             if run.failed is not None:
                 event = EventRecord("Warning", reason or "Failed", message or "")
             else:
@@ -192,8 +245,9 @@ class RunStore:
     async def close(
         self, run_id: str, *, reason: str, message: str, deleted: bool
     ) -> Closed | None:
-        """Cancel a run (spec.cancel, or its TaskRun deleted): a queued run never starts, an
-        active attempt gives up its slot now and its pod is stopped. None if already over."""
+        """Cancel a run (spec.cancel, or its TaskRun deleted): a queued or waiting run never
+        starts again, an active attempt gives up its slot now and its pod is stopped, and
+        its unfinished child runs (and theirs) are canceled with it. None if already over."""
         async with transaction(self.pool) as conn:
             run = await fetch_one(conn, RunRecord, LOCK_RUN, (run_id,))
             if run is None:
@@ -202,35 +256,10 @@ class RunStore:
                 if deleted:
                     await conn.execute(MARK_DELETED, (run_id,))
                 return None
-            attempt = await fetch_one(conn, AttemptRecord, ACTIVE_ATTEMPT, (run_id,))
-            if attempt is not None:
-                await conn.execute(
-                    END_ATTEMPT,
-                    {
-                        "run_id": run_id,
-                        "number": attempt.number,
-                        "state": AttemptState.CANCELED.value,
-                        "exit_code": None,
-                        "reason": reason,
-                        "message": message,
-                        "kill": True,
-                        "kill_grace": None,
-                    },
-                )
-            await conn.execute(
-                FINISH_RUN,
-                {
-                    "id": run_id,
-                    "phase": Phase.CANCELED.value,
-                    "reason": reason,
-                    "message": message,
-                    "error": None,
-                    "cancel": True,
-                    "deleted_at": dt.datetime.now(dt.UTC) if deleted else None,
-                },
-            )
-            event = EventRecord("Normal", reason, message, run.attempt or None)
-            await record_run_events(conn, run_id, [event])
+            attempt = await _cancel(conn, run, reason, message, deleted=deleted)
+            cascade = f"its parent {run.name} was canceled"
+            for child in await fetch_all(conn, RunRecord, UNFINISHED_DESCENDANTS, (run_id,)):
+                await _cancel(conn, child, "ParentCanceled", cascade, deleted=False)
             await notify(conn, f"{run.namespace}/{run.task}")
         return Closed(run, attempt)
 
@@ -255,6 +284,12 @@ class RunStore:
         async with self.pool.connection() as conn:
             return await fetch_all(conn, AttemptSummary, RUN_ATTEMPTS, (run_id, limit))
 
+    async def child_names(self, run_id: str, limit: int) -> list[str]:
+        """The run's children, oldest first."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(CHILD_NAMES, (run_id, limit))
+            return [row["name"] for row in await cursor.fetchall()]
+
     async def mark_pushed(self, run_id: str, version: int) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(MARK_PUSHED, (version, run_id, version))
@@ -268,3 +303,42 @@ class RunStore:
     async def events(self, run_id: str) -> list[RunEvent]:
         async with self.pool.connection() as conn:
             return await fetch_all(conn, RunEvent, RUN_EVENTS, (run_id,))
+
+
+async def _cancel(
+    conn: Connection, run: RunRecord, reason: str, message: str, *, deleted: bool
+) -> AttemptRecord | None:
+    """End a locked, unfinished run as Canceled, in the caller's transaction: its active
+    execution (if any) is stopped, its pending waits and tokens canceled."""
+    attempt = await fetch_one(conn, AttemptRecord, ACTIVE_ATTEMPT, (run.id,))
+    if attempt is not None:
+        await conn.execute(
+            END_ATTEMPT,
+            {
+                "run_id": run.id,
+                "number": attempt.number,
+                "state": AttemptState.CANCELED.value,
+                "exit_code": None,
+                "reason": reason,
+                "message": message,
+                "kill": True,
+                "kill_grace": None,
+            },
+        )
+    await conn.execute(
+        FINISH_RUN,
+        {
+            "id": run.id,
+            "phase": Phase.CANCELED.value,
+            "reason": reason,
+            "message": message,
+            "error": None,
+            "cancel": True,
+            "deleted_at": dt.datetime.now(dt.UTC) if deleted else None,
+        },
+    )
+    await conn.execute(CANCEL_WAITPOINTS, (run.id,))
+    await conn.execute(CANCEL_RUN_TOKENS, (run.id,))
+    event = EventRecord("Normal", reason, message, run.attempt or None)
+    await record_run_events(conn, run.id, [event])
+    return attempt

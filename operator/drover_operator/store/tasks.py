@@ -36,12 +36,13 @@ TASK_COUNTS = """
 SELECT t.namespace, t.name, t.generation, t.invalid, s.problem AS schedule_problem,
        count(r.id) FILTER (WHERE r.phase IN ('Starting', 'Running'))::int AS active,
        count(r.id) FILTER (WHERE r.phase IN ('Queued', 'Retrying'))::int AS queued,
+       count(r.id) FILTER (WHERE r.phase = 'Waiting')::int AS waiting,
        t.spec ? 'webhook' AS webhook
 FROM drover_tasks t
 LEFT JOIN drover_schedules s ON s.namespace = t.namespace AND s.task = t.name
      AND s.task_uid = t.uid
 LEFT JOIN drover_runs r ON r.namespace = t.namespace AND r.task = t.name
-     AND r.phase IN ('Starting', 'Running', 'Queued', 'Retrying')
+     AND r.phase IN ('Starting', 'Running', 'Queued', 'Retrying', 'Waiting')
 GROUP BY t.namespace, t.name, t.generation, t.invalid, s.problem, t.spec ? 'webhook'
 """
 

@@ -54,6 +54,29 @@ QUEUED_RUNS = Gauge(
     "drover_queued_runs", "Runs waiting for admission (Queued or Retrying), per Task.", TASK
 )
 ACTIVE_RUNS = Gauge("drover_active_runs", "Runs Starting or Running, per Task.", TASK)
+WAITING_RUNS = Gauge(
+    "drover_waiting_runs",
+    "Runs suspended on a durable wait (phase Waiting: no pod, no slot), per Task.",
+    TASK,
+)
+SUSPENDS = Counter(
+    "drover_suspends_total",
+    "Executions that suspended on a durable wait (their pod exits, their slot is freed), by "
+    "what they wait on.",
+    (*TASK, "kind"),
+)
+RESUMES = Counter(
+    "drover_resumes_total",
+    "Suspended runs queued again because their wait is over.",
+    (*TASK, "kind"),
+)
+RESUME_LATENCY = Histogram(
+    "drover_resume_latency_seconds",
+    "From when a suspended run's wait was over (wake time, token completed, last child "
+    "finished) to the run being queued again.",
+    TASK,
+    buckets=_LONG_BUCKETS,
+)
 ADMISSION_LATENCY = Histogram(
     "drover_admission_latency_seconds",
     "From a TaskRun's creation to its first attempt's pod being created (includes waiting "
@@ -109,7 +132,8 @@ def set_task_counts(counts: Iterable[TaskCounts]) -> None:
         seen.add(key)
         QUEUED_RUNS.labels(*key).set(row.queued)
         ACTIVE_RUNS.labels(*key).set(row.active)
-    for gauge in (QUEUED_RUNS, ACTIVE_RUNS):
+        WAITING_RUNS.labels(*key).set(row.waiting)
+    for gauge in (QUEUED_RUNS, ACTIVE_RUNS, WAITING_RUNS):
         for family in gauge.collect():
             for sample in list(family.samples):
                 key = (sample.labels["namespace"], sample.labels["task"])

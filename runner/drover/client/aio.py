@@ -13,9 +13,10 @@ import httpx2
 from drover.client import calls
 from drover.client.calls import Call, Duration
 from drover.client.connection import Connection, connect
-from drover.client.results import RunHandle, RunResult, handle_of
+from drover.client.results import RunHandle, RunResult, handle_of, result_of
 from drover.errors import UnavailableError, WaitTimeout
 from drover.protocol.runs import RunView
+from drover.protocol.workflows import TokenState
 
 
 class AsyncClient:
@@ -129,6 +130,41 @@ class AsyncClient:
         call = calls.cancel(self.connection.prefix, namespace or self.namespace, name)
         return calls.view(await self._send(call))
 
+    # -- waitpoint tokens ------------------------------------------------------------------
+
+    async def complete_token(
+        self, token_id: str, data: Any = None, *, namespace: str | None = None
+    ) -> TokenState:
+        """Complete a waitpoint token a run waits on (`drover.create_token`), resuming the
+        run with `data`. The first completion wins: a later one changes nothing
+        (`completed_now` is False). Needs RBAC `update` on `waitpoints.drover.dev`."""
+        call = calls.complete_token(
+            self.connection.prefix, namespace or self.namespace, token_id, data
+        )
+        return calls.token(await self._send(call))
+
+    async def get_token(self, token_id: str, *, namespace: str | None = None) -> TokenState:
+        call = calls.get_token(self.connection.prefix, namespace or self.namespace, token_id)
+        return calls.token(await self._send(call))
+
+    async def tokens(
+        self,
+        *,
+        state: str | None = "waiting",
+        task: str | None = None,
+        namespace: str | None = None,
+        limit: int = 100,
+    ) -> list[TokenState]:
+        """Tokens in the namespace, newest first (default: those still waiting)."""
+        call = calls.list_tokens(
+            self.connection.prefix,
+            namespace or self.namespace,
+            state=state,
+            task=task,
+            limit=limit,
+        )
+        return calls.tokens(await self._send(call))
+
     # -- reading runs ----------------------------------------------------------------------
 
     async def get(self, name: str, *, namespace: str | None = None) -> RunView:
@@ -148,7 +184,7 @@ class AsyncClient:
         while True:
             run = await self.get(name, namespace=namespace)
             if calls.finished(run):
-                return RunResult.of(run)
+                return result_of(run)
             if deadline is not None and time.monotonic() + interval > deadline:
                 raise WaitTimeout(f"run {name} still {run.phase} after {timeout}s")
             await asyncio.sleep(interval)

@@ -8,21 +8,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from drover.errors import (
-    ClientError,
-    ConflictError,
-    ForbiddenError,
-    InvalidRequestError,
-    NotFoundError,
-    UnauthorizedError,
-    UnavailableError,
-)
-from drover.protocol.durations import format_duration
 from drover.protocol.phases import FINISHED_PHASES
-from drover.protocol.runs import MAX_BATCH, RunList, RunView, TriggerRequest
+from drover.protocol.runs import MAX_BATCH, RunList, RunView
 from drover.protocol.timestamps import rfc3339
+from drover.protocol.workflows import TokenList, TokenState
+from drover.requests import Duration, error, trigger_body
+from drover.requests import duration_text as _duration
 
-Duration = dt.timedelta | str | float | None
+__all__ = ["Call", "Duration", "error", "trigger_body"]
 
 
 @dataclass(frozen=True)
@@ -31,46 +24,6 @@ class Call:
     path: str
     json: Any = None
     params: list[tuple[str, str | int | float | bool | None]] = field(default_factory=list)
-
-
-def _duration(value: Duration) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dt.timedelta):
-        return format_duration(value)
-    return format_duration(dt.timedelta(seconds=value))
-
-
-def trigger_body(
-    payload: Any = None,
-    *,
-    idempotency_key: str | None = None,
-    idempotency_key_ttl: Duration = None,
-    concurrency_key: str | None = None,
-    priority: int | None = None,
-    delay: Duration = None,
-    ttl: Duration = None,
-    tags: list[str] | dict[str, str] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A trigger's body, checked here first (a `ValueError`-like pydantic error names the
-    field before anything is sent)."""
-    if isinstance(tags, dict):
-        tags = [k if not v else f"{k}={v}" for k, v in tags.items()]
-    values: dict[str, Any] = {
-        "payload": payload,
-        "idempotencyKey": idempotency_key,
-        "idempotencyKeyTTL": _duration(idempotency_key_ttl),
-        "concurrencyKey": concurrency_key,
-        "priority": priority,
-        "delay": _duration(delay),
-        "ttl": _duration(ttl),
-        "tags": tags,
-        "metadata": metadata,
-    }
-    body = {k: v for k, v in values.items() if v is not None}
-    TriggerRequest.model_validate(body)
-    return body
 
 
 def trigger(prefix: str, namespace: str, task: str, body: dict[str, Any]) -> Call:
@@ -125,6 +78,34 @@ def list_page(
     return Call("GET", f"{prefix}/namespaces/{namespace}/taskruns", params=params)
 
 
+def complete_token(prefix: str, namespace: str, token_id: str, data: Any) -> Call:
+    path = f"{prefix}/namespaces/{namespace}/waitpoints/{token_id}/complete"
+    return Call("POST", path, {"data": data})
+
+
+def get_token(prefix: str, namespace: str, token_id: str) -> Call:
+    return Call("GET", f"{prefix}/namespaces/{namespace}/waitpoints/{token_id}")
+
+
+def list_tokens(
+    prefix: str, namespace: str, *, state: str | None, task: str | None, limit: int
+) -> Call:
+    params: list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
+    if state:
+        params.append(("state", state))
+    if task:
+        params.append(("task", task))
+    return Call("GET", f"{prefix}/namespaces/{namespace}/waitpoints", params=params)
+
+
+def token(body: Any) -> TokenState:
+    return TokenState.model_validate(body)
+
+
+def tokens(body: Any) -> list[TokenState]:
+    return TokenList.model_validate(body).items
+
+
 def decode(content: bytes) -> Any:
     """A response's JSON; what is not JSON (a proxy's error page) becomes the message."""
     if not content:
@@ -145,28 +126,6 @@ def view(body: Any) -> RunView:
 
 def finished(run: RunView) -> bool:
     return run.phase in FINISHED_PHASES
-
-
-_ERRORS: dict[int, type[ClientError]] = {
-    400: InvalidRequestError,
-    401: UnauthorizedError,
-    403: ForbiddenError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: InvalidRequestError,
-    422: InvalidRequestError,
-    429: UnavailableError,
-    502: UnavailableError,
-    503: UnavailableError,
-    504: UnavailableError,
-}
-
-
-def error(status: int, body: Any, reason: str = "") -> ClientError:
-    """The API's refusal as an exception carrying its problem message."""
-    problem = body if isinstance(body, dict) else {}
-    kind = _ERRORS.get(status, ClientError)
-    return kind(status, str(problem.get("type", "error")), str(problem.get("message", reason)))
 
 
 RETRYABLE = frozenset({429, 502, 503, 504})

@@ -15,6 +15,10 @@ LABEL_TASK: Final = "drover.dev/task"
 LABEL_RUN: Final = "drover.dev/run"
 LABEL_RUN_UID: Final = "drover.dev/run-uid"
 LABEL_ATTEMPT: Final = "drover.dev/attempt"
+#: Every pod of a run, numbered: an attempt resumed after a wait runs in a new pod.
+LABEL_EXECUTION: Final = "drover.dev/execution"
+#: On child runs: the name of the run that triggered them.
+LABEL_PARENT_RUN: Final = "drover.dev/parent-run"
 #: On TaskRuns a schedule created: the Task whose schedule it is.
 LABEL_SCHEDULE: Final = "drover.dev/schedule"
 

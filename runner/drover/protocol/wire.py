@@ -48,7 +48,10 @@ class RunContext(Reply):
     name: str
     namespace: str
     task: str
+    #: The try under the retry policy (a run resumed after a wait keeps it) ...
     attempt: int
+    #: ... and this pod's number among all of the run's pods.
+    execution: int | None = None
     max_attempts: int = Field(alias="maxAttempts")
     payload: Any = None
     scheduled_time: datetime | None = Field(default=None, alias="scheduledTime")
