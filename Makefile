@@ -15,7 +15,7 @@ PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=15
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml uv.lock runner/pyproject.toml operator/pyproject.toml \
+$(VENV)/.installed: pyproject.toml uv.lock runner/pyproject.toml operator/pyproject.toml cli/pyproject.toml \
 		localcluster/pyproject.toml scripts/bootstrap.sh
 	VENV=$(VENV) scripts/bootstrap.sh
 	@touch $@

@@ -185,8 +185,15 @@ class Authenticator:
         return caller
 
     async def allowed(
-        self, caller: Caller, namespace: str, verb: str, resource: str, name: str | None = None
+        self,
+        caller: Caller,
+        namespace: str | None,
+        verb: str,
+        resource: str,
+        name: str | None = None,
     ) -> bool:
+        """Whether RBAC lets the caller `verb` the resource in `namespace` (None: at the
+        cluster scope, i.e. in every namespace, as `kubectl get -A` needs)."""
         key = (caller.user, caller.groups, caller.uid, namespace, verb, resource, name)
         cached = self._allowed.get(key)
         if cached is not None and time.monotonic() - cached[0] < _CACHE_SECONDS:
@@ -221,19 +228,18 @@ AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 
 async def authorize(
     request: web.Request,
-    namespace: str,
+    namespace: str | None,
     verb: str = "get",
     resource: str = "taskruns",
     name: str | None = None,
 ) -> Caller:
-    """The caller, if RBAC lets them `verb` `resource` (of drover.dev) in `namespace`;
-    otherwise 401 or 403 naming what is missing."""
+    """The caller, if RBAC lets them `verb` `resource` (of drover.dev) in `namespace` (None:
+    in every namespace); otherwise 401 or 403 naming what is missing."""
     auth = request.app[AUTH]
     caller = await auth.identify(request)
     if not await auth.allowed(caller, namespace, verb, resource, name):
+        where = f'in namespace "{namespace}"' if namespace is not None else "at the cluster scope"
         raise ProblemError(
-            403,
-            "forbidden",
-            f'{caller.user} cannot {verb} {resource}.{GROUP} in namespace "{namespace}"',
+            403, "forbidden", f"{caller.user} cannot {verb} {resource}.{GROUP} {where}"
         )
     return caller

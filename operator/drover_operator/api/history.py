@@ -1,8 +1,10 @@
-"""The run history over HTTP: runs listed newest first (keyset pages), one run, its logs.
-From Postgres, so runs whose TaskRun and pods are gone are still there.
+"""The run history over HTTP: runs listed newest first (keyset pages), in a namespace or in
+all of them, one run, its logs. From Postgres, so runs whose TaskRun and pods are gone are
+still there.
 
 Callers are allowed what Kubernetes RBAC allows them on `taskruns.drover.dev` in the
-namespace: `list` for the list, `get` for one run and its logs.
+namespace: `list` for the list (across namespaces: `list` at the cluster scope, as `kubectl
+get -A` needs), `get` for one run and its logs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from drover.protocol.durations import parse_duration
+from drover.protocol.history import LogEntry, LogPage
 from drover.protocol.phases import Phase
 from drover.protocol.runs import RunList, tag_filter
 from drover.protocol.timestamps import now, parse_rfc3339
@@ -42,7 +45,7 @@ def _decode_cursor(token: str) -> Cursor:
         raise ProblemError(422, "invalid-query", "continue: not a token this API gave") from None
 
 
-def _time(name: str, value: str | None) -> dt.datetime | None:
+def time_query(name: str, value: str | None) -> dt.datetime | None:
     """An RFC 3339 time, or a duration back from now (`1h`: an hour ago)."""
     if not value:
         return None
@@ -56,7 +59,20 @@ def _time(name: str, value: str | None) -> dt.datetime | None:
         ) from None
 
 
-def _filter(request: web.Request, namespace: str) -> RunFilter:
+async def _parent(request: web.Request, namespace: str | None) -> str | None:
+    """`?parent=NAME`: the id of that run (children are in their parent's namespace)."""
+    name = request.query.get("parent")
+    if not name:
+        return None
+    if namespace is None:
+        raise ProblemError(422, "invalid-query", "parent: only within a namespace")
+    parent = await request.app[STORE].runs.by_name(namespace, name)
+    if parent is None:
+        raise ProblemError(404, "not-found", f"no run {namespace}/{name} in Drover's history")
+    return parent.id
+
+
+async def _filter(request: web.Request, namespace: str | None) -> RunFilter:
     query = request.query
     phases = tuple(p for value in query.getall("phase", []) for p in value.split(",") if p)
     unknown = [p for p in phases if p not in set(Phase)]
@@ -74,13 +90,15 @@ def _filter(request: web.Request, namespace: str) -> RunFilter:
         task=query.get("task") or None,
         phases=phases,
         tags=tags,
-        since=_time("since", query.get("since")),
-        until=_time("until", query.get("until")),
+        since=time_query("since", query.get("since")),
+        until=time_query("until", query.get("until")),
+        parent_id=await _parent(request, namespace),
     )
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    namespace = request.match_info["namespace"]
+    """In the path's namespace, or (without one) in every namespace."""
+    namespace = request.match_info.get("namespace")
     await authorize(request, namespace, "list")
     try:
         limit = int(request.query.get("limit", "50"))
@@ -91,7 +109,8 @@ async def list_runs(request: web.Request) -> web.Response:
     token = request.query.get("continue")
     after = _decode_cursor(token) if token else None
     # One more than asked: whether there is a next page.
-    runs = await request.app[STORE].runviews.list(_filter(request, namespace), limit + 1, after)
+    where = await _filter(request, namespace)
+    runs = await request.app[STORE].runviews.list(where, limit + 1, after)
     page = runs[:limit]
     body = RunList(
         items=[run_view(r, full=False) for r in page],
@@ -139,32 +158,41 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 async def run_logs(request: web.Request) -> web.Response:
+    """`?after=ID&limit=N&attempt=N&since=1h`: lines after line `after`, oldest first, of
+    one attempt (try), logged from `since` (RFC 3339, or a duration back from now)."""
     run = await _run(request)
+    query = request.query
     try:
-        after = int(request.query.get("after", "0"))
-        limit = min(int(request.query.get("limit", "1000")), 5000)
+        after = int(query.get("after", "0"))
+        limit = min(int(query.get("limit", "1000")), 5000)
+        attempt = int(query["attempt"]) if query.get("attempt") else None
     except ValueError:
-        raise ProblemError(422, "invalid-query", "after and limit must be integers") from None
-    lines = await request.app[STORE].runapi.logs(run.id, after, max(limit, 1))
-    return web.json_response(
-        {
-            "lines": [
-                {
-                    "id": line.id,
-                    "attempt": line.attempt,
-                    "time": line.at.isoformat(),
-                    "level": line.level,
-                    "logger": line.logger,
-                    "message": line.message,
-                }
-                for line in lines
-            ]
-        }
+        raise ProblemError(
+            422, "invalid-query", "after, limit and attempt must be integers"
+        ) from None
+    lines = await request.app[STORE].runapi.logs(
+        run.id, after, max(limit, 1), attempt=attempt, since=time_query("since", query.get("since"))
     )
+    page = LogPage(
+        lines=[
+            LogEntry(
+                id=line.id,
+                attempt=line.attempt,
+                execution=line.execution,
+                time=line.at,
+                level=line.level,
+                logger=line.logger,
+                message=line.message,
+            )
+            for line in lines
+        ]
+    )
+    return web.json_response(text=page.model_dump_json(by_alias=True))
 
 
 def add_routes(app: web.Application) -> None:
     for prefix in PREFIXES:
+        app.router.add_get(f"{prefix}/taskruns", list_runs)
         runs = f"{prefix}/namespaces/{{namespace}}/taskruns"
         app.router.add_get(runs, list_runs)
         app.router.add_get(f"{runs}/{{name}}", get_run)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from drover import __version__
 from drover.protocol import PROTOCOL_HEADER
+from drover.protocol.history import LogPage, RunTimeline, TaskSummaryList
 from drover.protocol.runs import BatchRequest, ReplayRequest, RunList, RunView, TriggerRequest
 from drover.protocol.wire import (
     Completion,
@@ -63,6 +64,9 @@ _MODELS: list[type[BaseModel]] = [
     TokenCompletion,
     TokenState,
     TokenList,
+    RunTimeline,
+    LogPage,
+    TaskSummaryList,
 ]
 
 
@@ -223,9 +227,15 @@ def document() -> dict[str, Any]:
                 "in": "query",
                 "schema": {"type": "integer", "minimum": 1, "maximum": 5000},
             },
+            {"name": "attempt", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "since", "in": "query", "schema": {"type": "string"}},
         ],
         "get": {
-            **_op("The run's log lines, oldest first, after line `after`", _object("log lines")),
+            **_op(
+                "The run's log lines, oldest first, after line `after`; of one attempt, from "
+                "`since` (RFC 3339 or a duration back from now)",
+                {"description": "log lines", **_json("LogPage")},
+            ),
             "security": kube_auth,
         },
     }
@@ -298,6 +308,33 @@ def _trigger_api(paths: dict[str, dict[str, Any]], auth: list[dict[str, list[str
         ],
         "get": op("Runs newest first, from the history (keyset pages)", "RunList"),
     }
+    paths["/v1/taskruns"] = {
+        "parameters": [
+            *(param(q, "query") for q in ("task", "phase", "tag", "since", "until", "continue")),
+            param("limit", "query", pattern="^[0-9]+$"),
+        ],
+        "get": op(
+            "Runs of every namespace newest first (RBAC: list taskruns at the cluster scope)",
+            "RunList",
+        ),
+    }
+    paths[runs]["parameters"].append(param("parent", "query"))
+    paths[f"{runs}/{{name}}/timeline"] = {
+        "parameters": [namespace, name],
+        "get": op("A run's executions, steps (with timing) and waits", "RunTimeline"),
+    }
+    window = param("window", "query", pattern="^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+    paths["/v1/namespaces/{namespace}/tasks"] = {
+        "parameters": [namespace, window],
+        "get": op(
+            "Every Task: runs now, outcomes and durations in the window (default 24h)",
+            "TaskSummaryList",
+        ),
+    }
+    paths["/v1/tasks"] = {
+        "parameters": [window],
+        "get": op("The Task overview of every namespace (cluster scope)", "TaskSummaryList"),
+    }
     paths[f"{runs}/{{name}}/cancel"] = {
         "parameters": [namespace, name],
         "post": op("Cancel a run", "RunView"),
@@ -317,6 +354,10 @@ def _trigger_api(paths: dict[str, dict[str, Any]], auth: list[dict[str, list[str
             param("limit", "query", pattern="^[0-9]+$"),
         ],
         "get": op("Waitpoint tokens, newest first (RBAC: list waitpoints)", "TokenList"),
+    }
+    paths["/v1/waitpoints"] = {
+        "parameters": paths[waitpoints]["parameters"][1:],
+        "get": op("Waitpoint tokens of every namespace (cluster scope)", "TokenList"),
     }
     paths[f"{waitpoints}/{{token}}"] = {
         "parameters": [namespace, token],

@@ -106,8 +106,9 @@ async def get_token(request: web.Request) -> web.Response:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    """`?state=waiting|completed|timed_out|canceled&task=&run=&limit=` (newest first)."""
-    namespace = request.match_info["namespace"]
+    """`?state=waiting|completed|timed_out|canceled&task=&run=&limit=` (newest first), in the
+    path's namespace or (without one) in every namespace."""
+    namespace = request.match_info.get("namespace")
     await authorize(request, namespace, "list", RESOURCE)
     query = request.query
     state = query.get("state") or None
@@ -135,6 +136,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{runs}/tokens", create_token)
     app.router.add_post("/v1/tokens/{token}/{secret}", complete_by_url)
     for prefix in PREFIXES:
+        app.router.add_get(f"{prefix}/waitpoints", list_tokens)
         waitpoints = f"{prefix}/namespaces/{{namespace}}/waitpoints"
         app.router.add_get(waitpoints, list_tokens)
         app.router.add_get(f"{waitpoints}/{{token}}", get_token)

@@ -322,8 +322,62 @@ class StepValue:
 @dataclass(frozen=True)
 class LogRecord:
     id: int
+    #: The try (what users see as the attempt) ...
     attempt: int
     at: dt.datetime
     level: str
     logger: str
     message: str
+    #: ... and the execution (pod) that logged the line.
+    execution: int = 0
+
+
+# -- overviews (the command line, the dashboard) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """A recorded step (or workflow position) on the run's timeline. `started_at` is when its
+    execution reached it: the previous checkpoint of that execution, or the execution's start
+    (for a wait, when the wait began); `finished_at` is when its checkpoint was stored."""
+
+    seq: int
+    name: str
+    execution: int
+    attempt: int | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class WaitSummary:
+    """A position where the run waited (or waits): on a time, a token or other runs."""
+
+    seq: int
+    kind: str
+    state: str
+    created_at: dt.datetime
+    resolved_at: dt.datetime | None
+    wake_at: dt.datetime | None
+    token_id: str | None
+    #: The awaited runs' names (ids of runs not recorded yet).
+    runs: list[str] | None
+
+
+@dataclass(frozen=True)
+class TaskSummaryRecord:
+    """A Task's load now and its outcomes in a recent window."""
+
+    namespace: str
+    name: str
+    spec: dict[str, Any]
+    invalid: str | None
+    running: int
+    queued: int
+    waiting: int
+    succeeded: int
+    failed: int
+    canceled: int
+    #: Start to finish of the runs that succeeded in the window, in seconds.
+    p50_seconds: float | None
+    p95_seconds: float | None

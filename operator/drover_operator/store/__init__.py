@@ -16,6 +16,7 @@ from drover_operator.store.db import Pool, open_pool, ping
 from drover_operator.store.history import HistoryStore
 from drover_operator.store.keys import KeyStore
 from drover_operator.store.outbox import EventOutbox
+from drover_operator.store.overviews import OverviewStore
 from drover_operator.store.runapi import RunApiStore
 from drover_operator.store.runs import RunStore
 from drover_operator.store.runviews import RunViewStore
@@ -46,6 +47,7 @@ class Store:
         self.webhooks = WebhookStore(pool)
         self.waits = WaitStore(pool)
         self.tokens = TokenStore(pool)
+        self.overviews = OverviewStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, size: int) -> Store:

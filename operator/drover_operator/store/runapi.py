@@ -3,6 +3,7 @@ metadata and logs. Ending an attempt goes through `AttemptStore.finish`."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,9 +71,16 @@ INSERT INTO drover_logs (run_id, attempt, at, level, logger, message)
 VALUES (%s, %s, %s, %s, %s, %s)
 """
 
+# `attempt` is the try a line's execution belongs to; `execution` the pod that logged it.
 RUN_LOGS_PAGE = """
-SELECT id, attempt, at, level, logger, message FROM drover_logs
-WHERE run_id = %s AND id > %s ORDER BY id LIMIT %s
+SELECT l.id, coalesce(a.try_number, l.attempt) AS attempt, l.attempt AS execution, l.at,
+       l.level, l.logger, l.message
+FROM drover_logs l
+LEFT JOIN drover_attempts a ON a.run_id = l.run_id AND a.number = l.attempt
+WHERE l.run_id = %(run_id)s AND l.id > %(after)s
+  AND (%(attempt)s::int IS NULL OR a.try_number = %(attempt)s)
+  AND (%(since)s::timestamptz IS NULL OR l.at >= %(since)s)
+ORDER BY l.id LIMIT %(limit)s
 """
 
 
@@ -177,6 +185,22 @@ class RunApiStore:
                 [(run_id, number, ln.time, ln.level, ln.logger, ln.message) for ln in lines],
             )
 
-    async def logs(self, run_id: str, after: int, limit: int) -> list[LogRecord]:
+    async def logs(
+        self,
+        run_id: str,
+        after: int,
+        limit: int,
+        *,
+        attempt: int | None = None,
+        since: dt.datetime | None = None,
+    ) -> list[LogRecord]:
+        """Lines after line `after`, oldest first; of one attempt (try), from `since`."""
+        params = {
+            "run_id": run_id,
+            "after": after,
+            "limit": limit,
+            "attempt": attempt,
+            "since": since,
+        }
         async with self.pool.connection() as conn:
-            return await fetch_all(conn, LogRecord, RUN_LOGS_PAGE, (run_id, after, limit))
+            return await fetch_all(conn, LogRecord, RUN_LOGS_PAGE, params)

@@ -16,15 +16,17 @@ from drover_operator.store.runs import RUN_COLUMNS
 
 @dataclass(frozen=True)
 class RunFilter:
-    """What to list; every field narrows the list (None: any)."""
+    """What to list; every field narrows the list (None: any; namespace None: all)."""
 
-    namespace: str
+    namespace: str | None
     task: str | None = None
     phases: tuple[str, ...] = ()
     #: Tags the run must carry (key -> value; value None: any value).
     tags: dict[str, str | None] = field(default_factory=dict)
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    #: Child runs of this run (its id).
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,14 @@ class RunViewStore:
         self, where: RunFilter, limit: int, after: Cursor | None = None
     ) -> list[RunRecord]:
         """Runs matching `where`, newest first, after `after` (a page's last run)."""
-        clauses = ["r.namespace = %(namespace)s"]
-        params: dict[str, Any] = {"namespace": where.namespace, "limit": limit}
+        clauses = ["true"]
+        params: dict[str, Any] = {"limit": limit}
+        if where.namespace is not None:
+            clauses.append("r.namespace = %(namespace)s")
+            params["namespace"] = where.namespace
+        if where.parent_id is not None:
+            clauses.append("r.parent_id = %(parent_id)s")
+            params["parent_id"] = where.parent_id
         if where.task is not None:
             clauses.append("r.task = %(task)s")
             params["task"] = where.task

@@ -317,3 +317,12 @@ CREATE INDEX drover_tokens_waiting ON drover_tokens (namespace, created_at) WHER
 CREATE INDEX drover_tokens_timeouts ON drover_tokens (timeout_at) WHERE state = 'waiting';
 CREATE UNIQUE INDEX drover_tokens_idempotency ON drover_tokens (namespace, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+
+-- What the command line and the dashboard read (migration 0008).
+-- The run history across namespaces, newest first (optionally of one Task).
+CREATE INDEX drover_runs_history_all ON drover_runs (created_at DESC, id DESC);
+CREATE INDEX drover_runs_history_all_by_task ON drover_runs (task, created_at DESC, id DESC);
+-- A Task's runs that finished in a recent window, cleaned-up ones included (the Task
+-- overview: outcomes and durations of the last 24 hours).
+CREATE INDEX drover_runs_finished_recent ON drover_runs (namespace, task, finished_at)
+    WHERE finished_at IS NOT NULL;

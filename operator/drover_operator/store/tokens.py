@@ -65,7 +65,7 @@ WHERE state = 'waiting' AND timeout_at <= now()
 # Newest first; `waiting` lists tokens someone can still usefully complete.
 TOKENS = f"""
 SELECT {TOKEN_COLUMNS} FROM drover_tokens t JOIN drover_runs r ON r.id = t.run_id
-WHERE t.namespace = %(namespace)s
+WHERE (%(namespace)s::text IS NULL OR t.namespace = %(namespace)s)
   AND (%(state)s::text IS NULL OR t.state = %(state)s)
   AND (%(state)s::text IS DISTINCT FROM 'waiting' OR r.phase NOT IN ({_FINISHED}))
   AND (%(task)s::text IS NULL OR r.task = %(task)s)
@@ -145,7 +145,7 @@ class TokenStore:
 
     async def list(
         self,
-        namespace: str,
+        namespace: str | None,
         *,
         state: TokenState | None = None,
         task: str | None = None,

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from drover.protocol.history import LogEntry, LogPage, RunTimeline, TaskSummaryList
 from drover.protocol.phases import FINISHED_PHASES
 from drover.protocol.runs import MAX_BATCH, RunList, RunView
 from drover.protocol.timestamps import rfc3339
@@ -49,9 +50,14 @@ def replay(prefix: str, namespace: str, name: str, payload: Any = None) -> Call:
     return Call("POST", f"{prefix}/namespaces/{namespace}/taskruns/{name}/replay", body)
 
 
+def _scope(prefix: str, namespace: str | None) -> str:
+    """Where a listing is: a namespace, or (None) every namespace."""
+    return prefix if namespace is None else f"{prefix}/namespaces/{namespace}"
+
+
 def list_page(
     prefix: str,
-    namespace: str,
+    namespace: str | None,
     *,
     task: str | None = None,
     phase: str | list[str] | None = None,
@@ -60,10 +66,13 @@ def list_page(
     until: dt.datetime | None = None,
     limit: int = 100,
     after: str | None = None,
+    parent: str | None = None,
 ) -> Call:
     params: list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
     if task:
         params.append(("task", task))
+    if parent:
+        params.append(("parent", parent))
     for value in [phase] if isinstance(phase, str) else phase or []:
         params.append(("phase", value))
     for value in [tag] if isinstance(tag, str) else tag or []:
@@ -75,7 +84,7 @@ def list_page(
         params.append(("until", rfc3339(until)))
     if after:
         params.append(("continue", after))
-    return Call("GET", f"{prefix}/namespaces/{namespace}/taskruns", params=params)
+    return Call("GET", f"{_scope(prefix, namespace)}/taskruns", params=params)
 
 
 def complete_token(prefix: str, namespace: str, token_id: str, data: Any) -> Call:
@@ -88,14 +97,56 @@ def get_token(prefix: str, namespace: str, token_id: str) -> Call:
 
 
 def list_tokens(
-    prefix: str, namespace: str, *, state: str | None, task: str | None, limit: int
+    prefix: str, namespace: str | None, *, state: str | None, task: str | None, limit: int
 ) -> Call:
     params: list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
     if state:
         params.append(("state", state))
     if task:
         params.append(("task", task))
-    return Call("GET", f"{prefix}/namespaces/{namespace}/waitpoints", params=params)
+    return Call("GET", f"{_scope(prefix, namespace)}/waitpoints", params=params)
+
+
+def timeline(prefix: str, namespace: str, name: str) -> Call:
+    return Call("GET", f"{prefix}/namespaces/{namespace}/taskruns/{name}/timeline")
+
+
+def logs(
+    prefix: str,
+    namespace: str,
+    name: str,
+    *,
+    after: int = 0,
+    attempt: int | None = None,
+    since: dt.datetime | Duration = None,
+    limit: int = 1000,
+) -> Call:
+    params: list[tuple[str, str | int | float | bool | None]] = [("after", after), ("limit", limit)]
+    if attempt is not None:
+        params.append(("attempt", attempt))
+    if since is not None:
+        when = rfc3339(since) if isinstance(since, dt.datetime) else _duration(since)
+        params.append(("since", str(when)))
+    return Call("GET", f"{prefix}/namespaces/{namespace}/taskruns/{name}/logs", params=params)
+
+
+def tasks(prefix: str, namespace: str | None, *, window: Duration = None) -> Call:
+    params: list[tuple[str, str | int | float | bool | None]] = []
+    if window is not None:
+        params.append(("window", str(_duration(window))))
+    return Call("GET", f"{_scope(prefix, namespace)}/tasks", params=params)
+
+
+def timeline_of(body: Any) -> RunTimeline:
+    return RunTimeline.model_validate(body)
+
+
+def log_lines(body: Any) -> list[LogEntry]:
+    return LogPage.model_validate(body).lines
+
+
+def task_list(body: Any) -> TaskSummaryList:
+    return TaskSummaryList.model_validate(body)
 
 
 def token(body: Any) -> TokenState:

@@ -14,6 +14,7 @@ from drover.client.calls import Call, Duration
 from drover.client.connection import Connection, connect
 from drover.client.results import RunHandle, RunResult, handle_of, result_of
 from drover.errors import UnavailableError, WaitTimeout
+from drover.protocol.history import LogEntry, RunTimeline, TaskSummaryList
 from drover.protocol.runs import RunView
 from drover.protocol.workflows import TokenState
 
@@ -155,12 +156,14 @@ class Client:
         state: str | None = "waiting",
         task: str | None = None,
         namespace: str | None = None,
+        all_namespaces: bool = False,
         limit: int = 100,
     ) -> list[TokenState]:
-        """Tokens in the namespace, newest first (default: those still waiting)."""
+        """Tokens in the namespace (or in every namespace), newest first (default: those
+        still waiting)."""
         call = calls.list_tokens(
             self.connection.prefix,
-            namespace or self.namespace,
+            None if all_namespaces else namespace or self.namespace,
             state=state,
             task=task,
             limit=limit,
@@ -196,15 +199,20 @@ class Client:
         tag: str | list[str] | None = None,
         since: dt.datetime | Duration = None,
         until: dt.datetime | None = None,
+        parent: str | None = None,
         namespace: str | None = None,
+        all_namespaces: bool = False,
         page_size: int = 100,
     ) -> Iterator[RunView]:
-        """Every matching run, newest first, page by page (cleaned-up runs included)."""
+        """Every matching run, newest first, page by page (cleaned-up runs included); with
+        `parent`, the child runs of that run; with `all_namespaces`, in every namespace
+        (RBAC: `list` taskruns at the cluster scope)."""
         after = None
         while True:
             call = calls.list_page(
                 self.connection.prefix,
-                namespace or self.namespace,
+                None if all_namespaces else namespace or self.namespace,
+                parent=parent,
                 task=task,
                 phase=phase,
                 tag=tag,
@@ -218,3 +226,50 @@ class Client:
             if not page.continue_:
                 return
             after = page.continue_
+
+    # -- overviews ------------------------------------------------------------------------
+
+    def timeline(self, name: str, *, namespace: str | None = None) -> RunTimeline:
+        """The run's executions (pods, exit codes), steps with their timing, and waits."""
+        call = calls.timeline(self.connection.prefix, namespace or self.namespace, name)
+        return calls.timeline_of(self._send(call))
+
+    def logs(
+        self,
+        name: str,
+        *,
+        after: int = 0,
+        attempt: int | None = None,
+        since: dt.datetime | Duration = None,
+        limit: int = 1000,
+        namespace: str | None = None,
+    ) -> list[LogEntry]:
+        """Up to `limit` of the run's log lines after line `after` (an `id`), oldest first;
+        of one attempt, logged from `since`. From Drover's history: also once the pod is
+        gone."""
+        call = calls.logs(
+            self.connection.prefix,
+            namespace or self.namespace,
+            name,
+            after=after,
+            attempt=attempt,
+            since=since,
+            limit=limit,
+        )
+        return calls.log_lines(self._send(call))
+
+    def tasks(
+        self,
+        *,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        window: Duration = None,
+    ) -> TaskSummaryList:
+        """Every Task with its runs now (running, queued, waiting) and its outcomes and
+        durations in the last `window` (default 24h)."""
+        call = calls.tasks(
+            self.connection.prefix,
+            None if all_namespaces else namespace or self.namespace,
+            window=window,
+        )
+        return calls.task_list(self._send(call))

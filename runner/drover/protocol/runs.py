@@ -141,6 +141,10 @@ class RunView(Reply):
     output: Any = None
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    parent: str | None = None
+    """The run that started this one (a child run), by name."""
+    children: int = 0
+    """How many child runs this run started."""
 
 
 class RunList(Reply):
