@@ -117,6 +117,13 @@ class Waiting(Reply):
     eligible_at: datetime | None = Field(default=None, alias="eligibleAt")
 
 
+class StepRef(Reply):
+    """A recorded step (or workflow position) of a run, by position and name."""
+
+    seq: int
+    name: str
+
+
 class RunView(Reply):
     """A run as the API shows it: from Drover's history, so also after its TaskRun is gone."""
 
@@ -145,6 +152,8 @@ class RunView(Reply):
     """The run that started this one (a child run), by name."""
     children: int = 0
     """How many child runs this run started."""
+    steps: list[StepRef] = Field(default_factory=list)
+    """One run's view (not a list's rows): its recorded steps, in order."""
 
 
 class RunList(Reply):
