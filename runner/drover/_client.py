@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drover.errors import ApiError
-from drover.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
+from drover.protocol import PROTOCOL_HEADER, negotiate
 
 _RETRYABLE = {429, 500, 502, 503, 504}
 
@@ -30,13 +30,20 @@ class RunApi:
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if self.https else 80)
         self.prefix = f"{url.path.rstrip('/')}/v1/runs/{run_id}"
+        # Version 1 until the context says what the operator serves (`speak`).
         self.headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
-            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+            PROTOCOL_HEADER: "1",
         }
         self.deadline_s = deadline_s
         self._local = threading.local()
+
+    def speak(self, served: int | None) -> int:
+        """Speak the highest protocol version both this runner and the operator serve."""
+        version = negotiate(served)
+        self.headers[PROTOCOL_HEADER] = str(version)
+        return version
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from drover._client import RunApi
 from drover.errors import ApiError, NonDeterminismError, RunCanceled
+from drover.protocol import negotiate
 from drover.protocol.wire import (
     HeartbeatReply,
     LogBatch,
@@ -38,6 +39,8 @@ class AttemptState:
         self.context = context
         self.logs = logs
         self.recorded = {s.seq: s for s in context.steps}
+        #: Step start times are sent to operators that serve protocol 2.
+        self.step_times = negotiate(context.protocol) >= 2
         self.metadata: dict[str, Any] = dict(context.metadata)
         self.canceled = threading.Event()
         self._seq = 0
@@ -56,11 +59,17 @@ class AttemptState:
             self._seq += 1
             return seq
 
-    def checkpoint(self, seq: int, name: str, encoded_value: str) -> None:
+    def checkpoint(
+        self, seq: int, name: str, encoded_value: str, started: datetime | None = None
+    ) -> None:
         """Store a step's result before the step returns: once the code moves on, a later
         attempt never runs that step again. (The body is built by hand: this is the hot
         path, and the value is already JSON.)"""
-        body = f'{{"steps":[{{"seq":{seq},"name":{json.dumps(name)},"value":{encoded_value}}}]}}'
+        began = f',"startedAt":"{started.isoformat()}"' if started and self.step_times else ""
+        body = (
+            f'{{"steps":[{{"seq":{seq},"name":{json.dumps(name)},"value":{encoded_value}'
+            f"{began}}}]}}"
+        )
         try:
             self.api.send("PUT", "/steps", body.encode())
         except ApiError as exc:

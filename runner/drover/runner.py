@@ -133,6 +133,7 @@ def main() -> int:
     except ApiError as exc:
         print(f"drover-runner: {exc}", file=sys.stderr)
         return EXIT_FINAL if exc.status == 409 else EXIT_FAILED
+    api.speak(context.protocol)
     shipper = LogShipper(api)
     state = AttemptState(api, context, shipper)
     logging.getLogger().addHandler(shipper)

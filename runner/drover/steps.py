@@ -10,6 +10,7 @@ import json
 import typing
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pydantic import TypeAdapter
@@ -114,8 +115,9 @@ def _wrap(function: Callable[P, R], name: str | None, max_bytes: int) -> Callabl
                 with _span(step_name, seq, replayed=True):
                     return decode(recorded.value)
             with _span(step_name, seq):
+                started = datetime.now(UTC)
                 result = await async_function(*args, **kwargs)
-                state.checkpoint(seq, step_name, _encode(result, step_name, max_bytes))
+                state.checkpoint(seq, step_name, _encode(result, step_name, max_bytes), started)
                 return result
 
         return typing.cast(Callable[P, R], run_async)
@@ -132,8 +134,9 @@ def _wrap(function: Callable[P, R], name: str | None, max_bytes: int) -> Callabl
             with _span(step_name, seq, replayed=True):
                 return typing.cast(R, decode(recorded.value))
         with _span(step_name, seq):
+            started = datetime.now(UTC)
             result = function(*args, **kwargs)
-            state.checkpoint(seq, step_name, _encode(result, step_name, max_bytes))
+            state.checkpoint(seq, step_name, _encode(result, step_name, max_bytes), started)
             return result
 
     return run

@@ -123,7 +123,7 @@ def steps_table(steps: list[StepView], start: dt.datetime | None, end: dt.dateti
         grid.add_row(
             str(step.seq),
             step.name,
-            "-" if step.attempt is None else str(step.attempt),
+            str(step.attempt),
             f"+{seconds_text(max(offset, 0.0))}",
             seconds_text(length),
             bar,

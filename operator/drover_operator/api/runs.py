@@ -101,6 +101,7 @@ async def context(request: web.Request) -> web.Response:
         metadata=attempt.metadata or {},
         heartbeat_seconds=heartbeat.total_seconds(),
         steps=[StepRecord(seq=s.seq, name=s.name, value=s.value) for s in steps],
+        protocol=PROTOCOL_VERSION,
     )
     return web.json_response(text=body.model_dump_json(by_alias=True))
 
@@ -143,7 +144,7 @@ async def put_steps(request: web.Request) -> web.Response:
                 )
     attempt = await authenticate(request)
     try:
-        await store.put_steps(attempt.run_id, attempt.number, batch.steps)
+        await store.put_steps(attempt.run_id, attempt.try_number, batch.steps)
     except StepConflictError as exc:
         raise ProblemError(409, "non-determinism", str(exc)) from None
     return web.json_response({"stored": len(batch.steps)})

@@ -337,14 +337,14 @@ class LogRecord:
 
 @dataclass(frozen=True)
 class StepTiming:
-    """A recorded step (or workflow position) on the run's timeline. `started_at` is when its
-    execution reached it: the previous checkpoint of that execution, or the execution's start
-    (for a wait, when the wait began); `finished_at` is when its checkpoint was stored."""
+    """A recorded step (or workflow position) on the run's timeline. `started_at` is when it
+    began, as the runner reported it; for a wait, when the wait began; from older runners,
+    when its attempt reached it (the previous checkpoint, or the attempt's start).
+    `finished_at` is when its checkpoint was stored."""
 
     seq: int
     name: str
-    execution: int
-    attempt: int | None
+    attempt: int
     started_at: dt.datetime | None
     finished_at: dt.datetime
 

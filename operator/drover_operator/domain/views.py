@@ -82,7 +82,6 @@ def step_view(step: StepTiming) -> StepView:
         seq=step.seq,
         name=step.name,
         attempt=step.attempt,
-        execution=step.execution,
         started_at=step.started_at,
         finished_at=step.finished_at,
     )

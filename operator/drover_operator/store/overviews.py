@@ -11,16 +11,17 @@ from drover_operator.store.db import Pool, fetch_all, sql_list
 
 _UNFINISHED = sql_list({*ACTIVE_PHASES, *WAITING_PHASES, Phase.WAITING})
 
-# A step starts when its execution reached it: the previous checkpoint of the same execution,
-# or the execution's start; a wait, when it began (its waitpoint was created).
+# When a step began: as the runner reported it (protocol 2); a wait, when its waitpoint was
+# created; otherwise when its attempt reached it (the previous checkpoint of the same
+# attempt, or the attempt's start).
 STEP_TIMELINE = """
-SELECT s.seq, s.name, s.attempt AS execution, a.try_number AS attempt,
-       coalesce(w.created_at,
+SELECT s.seq, s.name, s.attempt,
+       coalesce(s.started_at, w.created_at,
                 greatest(lag(s.created_at) OVER (PARTITION BY s.attempt ORDER BY s.seq),
-                         a.started_at)) AS started_at,
+                         (SELECT min(a.started_at) FROM drover_attempts a
+                          WHERE a.run_id = s.run_id AND a.try_number = s.attempt))) AS started_at,
        s.created_at AS finished_at
 FROM drover_steps s
-LEFT JOIN drover_attempts a ON a.run_id = s.run_id AND a.number = s.attempt
 LEFT JOIN drover_waitpoints w ON w.run_id = s.run_id AND w.seq = s.seq
 WHERE s.run_id = %s
 ORDER BY s.seq

@@ -32,8 +32,8 @@ WHERE run_id = %s AND number = %s AND active
 """
 
 INSERT_STEP = """
-INSERT INTO drover_steps (run_id, seq, name, value, attempt)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO drover_steps (run_id, seq, name, value, attempt, started_at)
+VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, seq) DO NOTHING
 """
 
@@ -43,12 +43,13 @@ STEP_NAMES = "SELECT seq, name FROM drover_steps WHERE run_id = %s AND seq = ANY
 # the insert, so it is the previously recorded name (NULL when this statement inserted).
 PUT_STEP_CHECKED = """
 WITH attempt AS (
-    SELECT 1 FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
+    SELECT a.try_number FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
     WHERE a.run_id = %(run_id)s AND a.number = %(number)s AND a.active
       AND a.token_hash = %(token_hash)s AND r.execution = a.number
 ), inserted AS (
-    INSERT INTO drover_steps (run_id, seq, name, value, attempt)
-    SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, %(number)s WHERE EXISTS (SELECT 1 FROM attempt)
+    INSERT INTO drover_steps (run_id, seq, name, value, attempt, started_at)
+    SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, attempt.try_number, %(started_at)s
+    FROM attempt
     ON CONFLICT (run_id, seq) DO NOTHING
     RETURNING 1
 )
@@ -131,12 +132,21 @@ class RunApiStore:
             cursor = await conn.execute(HEARTBEAT, (run_id, number))
             return cursor.rowcount == 1
 
-    async def put_steps(self, run_id: str, number: int, batch: Sequence[StepRecord]) -> None:
-        """Store checkpoints; an existing one with the same name is kept (a retried request)."""
+    async def put_steps(self, run_id: str, try_number: int, batch: Sequence[StepRecord]) -> None:
+        """Store checkpoints of the attempt (try) `try_number`; an existing one with the same
+        name is kept (a retried request)."""
         async with transaction(self.pool) as conn:
             for record in batch:
                 await conn.execute(
-                    INSERT_STEP, (run_id, record.seq, record.name, Jsonb(record.value), number)
+                    INSERT_STEP,
+                    (
+                        run_id,
+                        record.seq,
+                        record.name,
+                        Jsonb(record.value),
+                        try_number,
+                        record.started_at,
+                    ),
                 )
             cursor = await conn.execute(STEP_NAMES, (run_id, [r.seq for r in batch]))
             stored = {row["seq"]: row["name"] for row in await cursor.fetchall()}
@@ -159,6 +169,7 @@ class RunApiStore:
             "seq": record.seq,
             "name": record.name,
             "value": Jsonb(record.value),
+            "started_at": record.started_at,
         }
         async with self.pool.connection() as conn:
             row = await fetch_one(conn, _CheckedStep, PUT_STEP_CHECKED, params)

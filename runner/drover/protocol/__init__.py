@@ -17,15 +17,28 @@ version 1 (runners before the header existed). Upgrade the operator first: a new
 serves older task images; an older operator refuses a newer runner with 400
 `unsupported-protocol` naming the versions it serves.
 
-| protocol | operator releases | runner (`drover`) releases |
-|---|---|---|
-| 1 | 0.1 and later | 0.1 and later |
+Since version 2 the operator also says which versions it serves (`RunContext.protocol`,
+its `PROTOCOL_VERSION`): a runner introduces itself as version 1 on its first call (the
+context) and then speaks the highest version both serve (`negotiate`), so a newer runner
+works with an older operator too.
+
+| protocol | adds | operator releases | runner releases |
+|---|---|---|---|
+| 1 | | 0.1 and later | 0.1 and later |
+| 2 | `RunContext.protocol`, `StepRecord.startedAt` | 0.1 and later | 0.1 and later |
 """
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MIN_PROTOCOL_VERSION = 1
 PROTOCOL_HEADER = "Drover-Protocol"
 
-__all__ = ["MIN_PROTOCOL_VERSION", "PROTOCOL_HEADER", "PROTOCOL_VERSION"]
+
+def negotiate(served: int | None) -> int:
+    """The version to speak with an operator that serves up to `served` (None: it did not
+    say, so it serves version 1 only)."""
+    return max(MIN_PROTOCOL_VERSION, min(PROTOCOL_VERSION, served or 1))
+
+
+__all__ = ["MIN_PROTOCOL_VERSION", "PROTOCOL_HEADER", "PROTOCOL_VERSION", "negotiate"]

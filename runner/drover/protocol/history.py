@@ -37,11 +37,12 @@ class StepView(Reply):
 
     seq: int
     name: str
-    attempt: int | None = None
-    execution: int
+    attempt: int
+    """The attempt (try) that recorded it."""
     started_at: datetime | None = Field(default=None, alias="startedAt")
-    """When its execution reached it: the previous checkpoint of that execution, or the
-    execution's start; for a wait, when the wait began."""
+    """When it began, as the runner reported it; for a wait, when the wait began. From
+    runners before protocol 2: when its attempt reached it (the previous checkpoint of that
+    attempt, or the attempt's start)."""
     finished_at: datetime = Field(alias="finishedAt")
     """When its checkpoint was stored."""
 

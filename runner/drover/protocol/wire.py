@@ -39,6 +39,8 @@ class StepRecord(Wire):
     seq: Annotated[int, Field(ge=0, le=1_000_000)]
     name: Annotated[str, Field(min_length=1, max_length=MAX_STEP_NAME)]
     value: Any = None
+    #: When the step began (protocol 2; runners send it only to operators that serve 2).
+    started_at: datetime | None = Field(default=None, alias="startedAt")
 
 
 class RunContext(Reply):
@@ -58,6 +60,8 @@ class RunContext(Reply):
     metadata: dict[str, Any] = Field(default_factory=dict)
     heartbeat_seconds: float = Field(alias="heartbeatSeconds")
     steps: list[StepRecord] = Field(default_factory=list)
+    #: The highest protocol version the operator serves (protocol 2; absent: 1).
+    protocol: int | None = None
 
 
 class StepBatch(Wire):
