@@ -154,13 +154,16 @@ def _show_logs(client: drover.Client, name: str, cursor: LogCursor, out: Console
         cursor.drain(client, name, lambda line: out.print(log_line(line)))
 
 
-def final_line(run: RunView, elapsed: float) -> Text:
-    """The line a finished `--wait` leaves: how the run ended, and the error if it failed."""
-    line = status_text(run, elapsed)
+def final_line(run: RunView, elapsed: float, *, status: bool = True) -> Text:
+    """The line a finished `--wait` leaves: how the run ended (with `status`), and why if it
+    did not succeed."""
+    line = status_text(run, elapsed) if status else Text(f"{run.name} {run.phase}:")
     if run.phase != Phase.SUCCEEDED:
-        why = (run.error or {}).get("message") or run.message or run.reason
+        error = run.error or {}
+        why = error.get("message") or run.message or run.reason
         if why:
-            line.append(f"  {why}", style="red")
+            kind = f"{error['type']}: " if error.get("type") else ""
+            line.append(f"  {kind}{why}", style="red")
     return line
 
 

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(EXIT_USAGE)
+    except click.BadParameter as exc:
+        # `--payload: not JSON: ...`: the flag, then what is wrong with its value.
+        where = exc.param.get_error_hint(exc.ctx) if exc.param and exc.ctx else "argument"
+        _fail(f"{where.strip(chr(39))}: {exc.message}", EXIT_USAGE)
     except click.UsageError as exc:
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
         _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)

@@ -13,74 +13,30 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule
-from lightkube.resources.apiregistration_v1 import APIService
-from lightkube.resources.core_v1 import Namespace
 
 import drover
 from drover.protocol.names import GROUP
-from tests.conftest import E2ECluster, wait_for
+from tests.conftest import E2ECluster
+from tests.e2e.aggregated_support import Served, serve_aggregated_api
 from tests.e2e.api_support import taskruns
 from tests.e2e.identities import kubeconfig, rule, service_account
-from tests.e2e.operator_support import OperatorProcess, task, wait_phase
+from tests.e2e.operator_support import task, wait_phase
 
-# The only module that registers the cluster-wide APIService v1.api.drover.dev (with
-# `--dist loadfile` its tests run one after another on one worker).
 pytestmark = pytest.mark.e2e
 
-APISERVICE = "v1.api.drover.dev"
 OK = {"image": "busybox", "command": ["true"]}
 SCHEMA = {"type": "object", "required": ["customerId"]}
 
 
-@dataclass
-class Served:
-    """An operator registered as the cluster's api.drover.dev, and the namespace it serves."""
-
-    operator: OperatorProcess
-    namespace: str
-
-
 @pytest.fixture(scope="module")
 def served(cluster: E2ECluster, drover_crds: None) -> Iterator[Served]:
-    namespace = f"aggregated-{secrets.token_hex(3)}"
-    database = f"drover_{secrets.token_hex(4)}"
-    admin = cluster.local.postgres.admin_dsn()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    cluster.client.create(Namespace(metadata=ObjectMeta(name=namespace)))
-    log = cluster.local.directory / "logs" / f"operator-{namespace}.log"
-    operator = OperatorProcess(cluster, namespace, cluster.local.postgres.admin_dsn(database), log)
-    manifests = "\n---\n".join(
-        json.dumps(m)
-        for m in cluster.local.aggregated_api(
-            "api.drover.dev", "v1", operator.tls_port, "drover-api"
-        )
-    )
-
-    def available() -> bool:
-        found = cluster.client.get(APIService, APISERVICE)
-        conditions = (found.status.conditions if found.status else None) or []
-        return any(c.type == "Available" and c.status == "True" for c in conditions)
-
-    try:
-        operator.start()
-        cluster.kubectl("apply", "-f", "-", input=manifests)
-        wait_for(available, timeout=120, what="the APIService Available")
-        yield Served(operator, namespace)
-    finally:
-        cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifests, check=False)
-        operator.stop()
-        cluster.client.delete(Namespace, namespace)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    with serve_aggregated_api(cluster) as served:
+        yield served
 
 
 def _raw(cluster: E2ECluster, path: str, body: object) -> subprocess.CompletedProcess[str]:

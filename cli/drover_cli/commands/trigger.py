@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 import drover
-from drover.protocol.phases import FINISHED_PHASES
+from drover.protocol.phases import FINISHED_PHASES, Phase
 from drover_cli.connect import Target, connection_options, pop_target
 from drover_cli.errors import one_line
 from drover_cli.follow import LogCursor, WaitTimeoutError, exit_code, final_line, follow
@@ -51,16 +51,19 @@ def follow_options(command: Any) -> Any:
     return command
 
 
+def _check_follow(params: dict[str, Any]) -> None:
+    """Refuse flag combinations before anything is started."""
+    if params["timeout"] is not None and not (params["wait"] or params["logs"]):
+        raise click.UsageError("--timeout: only with --wait or --logs")
+
+
 def _started(target: Target, name: str, view: Any, params: dict[str, Any]) -> None:
     """Print the started run; with --wait/--logs follow it and exit with its outcome."""
     if params["output"] == "name":
         click.echo(name)
     else:
         emit(view, params["output"])
-    wait = params["wait"] or params["logs"]
-    if params["timeout"] is not None and not wait:
-        raise click.UsageError("--timeout: only with --wait or --logs")
-    if not wait:
+    if not (params["wait"] or params["logs"]):
         return
     started = time.monotonic()
     with target.client() as client:
@@ -80,7 +83,11 @@ def _started(target: Target, name: str, view: Any, params: dict[str, Any]) -> No
                 markup=False,
             )
             sys.exit(124)
-    console(stderr=True).print(final_line(run, time.monotonic() - started))
+    err = console(stderr=True)
+    # On a terminal the live line is gone: leave how the run ended. Elsewhere the last
+    # status line said it; add why a run that did not succeed ended so.
+    if err.is_terminal or run.phase != Phase.SUCCEEDED:
+        err.print(final_line(run, time.monotonic() - started, status=err.is_terminal))
     sys.exit(exit_code(run))
 
 
@@ -105,6 +112,7 @@ def run(task: str, **params: Any) -> None:
     drover run send-invoice --payload '{"invoice": 42}'
     drover run send-invoice --payload @invoice.json --wait --logs --timeout 10m
     """
+    _check_follow(params)
     target = pop_target(params)
     delay: dt.timedelta | None = params.pop("delay")
     with target.client() as client:
@@ -132,6 +140,7 @@ def run(task: str, **params: Any) -> None:
 @connection_options
 def replay(name: str, **params: Any) -> None:
     """Start a new run like RUN: same Task and options (and payload, unless given)."""
+    _check_follow(params)
     target = pop_target(params)
     with target.client() as client:
         handle = client.replay(name, params.pop("payload"))
