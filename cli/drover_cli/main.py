@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(EXIT_USAGE)
     except click.BadParameter as exc:
+        if isinstance(exc, click.MissingParameter):
+            _fail(exc.format_message(), EXIT_USAGE)
         # `--payload: not JSON: ...`: the flag, then what is wrong with its value.
         where = exc.param.get_error_hint(exc.ctx) if exc.param and exc.ctx else "argument"
         _fail(f"{where.strip(chr(39))}: {exc.message}", EXIT_USAGE)

@@ -127,3 +127,16 @@ def test_payload_is_parsed_into_the_annotation() -> None:
 def test_current_run_outside_a_run_is_a_clear_error() -> None:
     with pytest.raises(drover.DroverError, match="only available inside a Drover run"):
         drover.current_run()
+
+
+def test_step_start_times_go_to_operators_that_serve_protocol_2(attempt: Any) -> None:
+    from drover.protocol import PROTOCOL_VERSION, negotiate
+
+    assert negotiate(None) == 1 and negotiate(1) == 1 and negotiate(99) == PROTOCOL_VERSION
+    state, api = attempt([])
+    make_item("old-operator")
+    assert "startedAt" not in api.sent[-1][2]["steps"][0]  # it would refuse the field
+    state.step_times = True  # the context said: protocol 2
+    make_item("new-operator")
+    sent = api.sent[-1][2]["steps"][0]
+    assert StepRecord.model_validate(sent).started_at is not None
