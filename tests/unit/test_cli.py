@@ -51,7 +51,7 @@ def test_ages_and_durations_read_like_kubectl() -> None:
 
 
 def _run(phase: str, **fields: object) -> RunView:
-    return RunView(name="r-1", id="u", namespace="ns", task="t", phase=phase, **fields)  # type: ignore[arg-type]
+    return RunView(name="r-1", id="u", namespace="ns", task="t", phase=phase, **fields)
 
 
 def test_the_status_line_says_phase_attempt_steps_and_time() -> None:
