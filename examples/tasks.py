@@ -52,3 +52,19 @@ def nightly_report(payload: dict[str, object] | None) -> dict[str, object]:
     scheduled = drover.current_run().scheduled_time
     log.info("building the nightly report for %s with %s", scheduled, payload)
     return {"rows": 42, "for": scheduled.isoformat() if scheduled else None}
+
+
+def approve_refund(payload: dict[str, object]) -> dict[str, object]:
+    """Wait for a person to approve a refund: the run suspends (no pod, no slot) until
+    someone completes its waitpoint token (`drover tokens complete ID --data ...`)."""
+    token = drover.create_token("48h", tags=["refund"])
+    log.info("waiting for approval of refund %s: token %s", payload.get("refund"), token.id)
+    decision = drover.wait_for_token(token)
+    return {"refund": payload.get("refund"), "approved": bool(decision.ok and decision.data)}
+
+
+def sync_customers(payload: dict[str, list[str]]) -> int:
+    """Sync several customers, each as a child run of `sync-customer`, and wait for them."""
+    items = [{"customerId": customer} for customer in payload["customers"]]
+    results = drover.batch_trigger_and_wait("sync-customer", items)
+    return sum(1 for result in results if result.ok)

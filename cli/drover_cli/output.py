@@ -46,6 +46,19 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=not terminal)
 
 
+def show(renderable: RenderableType, out: Console | None = None) -> None:
+    """Print a table or a description; off a terminal without the padding Rich leaves at
+    the ends of lines (scripts and diffs read it)."""
+    out = out or console()
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
+
+
 def output_option(*formats: str) -> Callable[[Any], Any]:
     """`-o/--output` with the formats a command prints in."""
     return click.option(

@@ -28,6 +28,7 @@ from drover_cli.output import (
     now,
     phase_text,
     seconds_text,
+    show,
     span,
     table,
     timestamp,
@@ -201,7 +202,7 @@ def describe(name: str, output: str, **params: Any) -> None:
             emit({"run": run, "timeline": timeline, "children": children}, output)
             return
         out = console()
-        out.print(_fields(run))
+        show(_fields(run), out)
         sections: list[tuple[str, RenderableType]] = []
         if timeline.attempts:
             sections.append(("Attempts", _attempts(timeline)))
@@ -214,4 +215,4 @@ def describe(name: str, output: str, **params: Any) -> None:
         for title, body in sections:
             out.print()
             out.print(Text(f"{title}:", style="bold"))
-            out.print(body)
+            show(body, out)

@@ -26,6 +26,7 @@ from drover_cli.output import (
     output_option,
     phase_text,
     render_table,
+    show,
     span,
 )
 
@@ -126,7 +127,7 @@ def _print_runs(found: list[RunView], fmt: str, columns: list[Column], wide: boo
     elif not found:
         console(stderr=True).print("No runs found.")
     else:
-        console().print(render_table(found, columns, wide))
+        show(render_table(found, columns, wide))
 
 
 def _watch_lines(
@@ -139,7 +140,7 @@ def _watch_lines(
     """Off a terminal, as `kubectl get -w`: the table, then a row for each run that appears
     or changes."""
     out = console()
-    out.print(render_table(first, columns, wide))
+    show(render_table(first, columns, wide), out)
     seen = {r.id: (r.phase, r.attempt) for r in first}
     while True:
         time.sleep(_WATCH_SECONDS)
@@ -149,7 +150,7 @@ def _watch_lines(
         if changed:
             table = render_table(changed, columns, wide)
             table.show_header = False
-            out.print(table)
+            show(table, out)
 
 
 @click.command()

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from drover_cli.connect import all_namespaces_option, connection_options, pop_target
 from drover_cli.inputs import DURATION
-from drover_cli.output import Column, console, emit, output_option, render_table, seconds_text
+from drover_cli.output import Column, console, emit, output_option, render_table, seconds_text, show
 
 
 def _count(value: int, style: str) -> Text:
@@ -58,4 +58,4 @@ def tasks(**params: Any) -> None:
         console(stderr=True).print("No Tasks found.")
     else:
         columns = task_columns(found.window.upper(), params["all_namespaces"])
-        console().print(render_table(found.items, columns, fmt == "wide"))
+        show(render_table(found.items, columns, fmt == "wide"))

@@ -11,7 +11,7 @@ import click
 from drover_cli.connect import all_namespaces_option, connection_options, pop_target
 from drover_cli.inputs import JSON_VALUE
 from drover_cli.names import task_names
-from drover_cli.output import Column, age, console, emit, now, output_option, render_table
+from drover_cli.output import Column, age, console, emit, now, output_option, render_table, show
 
 TOKEN_COLUMNS = [
     Column("ID", lambda t: t.id),
@@ -67,7 +67,7 @@ def tokens(ctx: click.Context, /, **params: Any) -> None:
         columns = list(TOKEN_COLUMNS)
         if everywhere:
             columns.insert(0, Column("NAMESPACE", lambda t: t.namespace))
-        console().print(render_table(found, columns, fmt == "wide"))
+        show(render_table(found, columns, fmt == "wide"))
 
 
 @tokens.command()
