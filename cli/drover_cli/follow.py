@@ -33,7 +33,7 @@ class WaitTimeoutError(Exception):
 
 def status_text(run: RunView, elapsed: float) -> Text:
     """`Running  attempt 1  2 steps  12.3s`: where a run is, in one line."""
-    done = len(run.steps)
+    done = len(run.steps or [])
     line = Text.assemble(
         (run.name, "bold"), "  ", phase_text(run.phase), f"  attempt {max(run.attempt, 1)}"
     )
@@ -132,7 +132,7 @@ def follow(
                 _show_logs(client, name, logs, out)
             live_line.run = run
             if status and live is None:
-                state = (run.phase, run.attempt, len(run.steps))
+                state = (run.phase, run.attempt, len(run.steps or []))
                 if state != shown:
                     shown = state
                     err.print(status_text(run, time.monotonic() - started))

@@ -164,7 +164,7 @@ def cancel(names: tuple[str, ...], **params: Any) -> None:
                 failed += 1
                 err.print(f"error: {one_line(exc)}", style="red", markup=False)
                 continue
-            pending = "" if view.phase in FINISHED_PHASES else " (stopping)"
+            pending = "" if view.phase in FINISHED_PHASES else " (cancel requested)"
             out.print(Text.assemble(view.name, " ", phase_text(view.phase), pending))
     if failed:
         sys.exit(1)

@@ -152,7 +152,7 @@ class RunView(Reply):
     """The run that started this one (a child run), by name."""
     children: int = 0
     """How many child runs this run started."""
-    steps: list[StepRef] = Field(default_factory=list)
+    steps: list[StepRef] | None = None
     """One run's view (not a list's rows): its recorded steps, in order."""
 
 
