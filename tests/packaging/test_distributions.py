@@ -32,7 +32,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
     # Built from copies: setuptools leaves a build/ directory next to the sources.
     sources = tmp_path_factory.mktemp("sources")
-    for project in ("runner", "operator", "localcluster"):
+    for project in ("runner", "operator", "localcluster", "cli"):
         shutil.copytree(
             REPO_ROOT / project,
             sources / project,
@@ -40,7 +40,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
         _run(UV, "build", "--wheel", "--quiet", "--out-dir", out, sources / project)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
-    assert set(found) == {"drover", "drover_operator", "drover_localcluster"}, found
+    assert set(found) == {"drover", "drover_operator", "drover_localcluster", "drover_cli"}, found
     return found
 
 
@@ -92,3 +92,15 @@ def test_the_operator_depends_on_the_same_sdk(wheels: dict[str, Path]) -> None:
     assert "Requires-Dist: drover==0.1.0.dev0" in text
     assert "Requires-Dist: kopf" in text
     assert not any(n.startswith("drover/") for n in archive.namelist())
+
+
+def test_the_command_line_is_a_client_with_two_console_scripts(wheels: dict[str, Path]) -> None:
+    archive = zipfile.ZipFile(wheels["drover_cli"])
+    names = archive.namelist()
+    assert {n.split("/")[0] for n in names if not n.startswith("drover_cli-")} == {"drover_cli"}
+    scripts = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "drover = drover_cli.main:main" in scripts
+    assert "kubectl-drover = drover_cli.main:main" in scripts
+    metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: drover[client]==0.1.0.dev0" in metadata
+    assert "kopf" not in metadata and "psycopg" not in metadata
