@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from drover_localcluster.binaries import ensure_helm
+from drover_operator.domain.tokens import TOKEN_SECRET_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "drover"
@@ -63,6 +64,14 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(docs)["env"]}
 
 
+def operator_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ClusterRole (the chart also ships roles for users)."""
+    [role] = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] not in USER_ROLES
+    ]
+    return role
+
+
 def rules(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in docs:
         if doc["kind"] in ("ClusterRole", "Role"):
@@ -86,7 +95,8 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     assert kinds(docs) == sorted(
         [
             "ClusterKopfPeering",
-            "ClusterRole",
+            "ClusterRole",  # the operator's
+            *["ClusterRole"] * 3,  # drover-task-author, -run-trigger, -viewer
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
@@ -104,7 +114,7 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
     assert env["DROVER_PEERING"] == peering == "drover-system-rel-drover"
     # Cluster-scoped names carry namespace and release: two installs never collide.
-    assert one(docs, "ClusterRole")["metadata"]["name"] == "drover-system-rel-drover"
+    assert operator_role(docs)["metadata"]["name"] == "drover-system-rel-drover"
     secret = one(docs, "Secret")
     assert secret["stringData"]["url"] == DB.split("=", 1)[1]
     container = operator_container(docs)
@@ -140,7 +150,7 @@ def test_namespaced_mode(helm: Path) -> None:
         {"kind": "ServiceAccount", "name": "rel-drover", "namespace": "drover-system"}
     ]
     # The ClusterRole keeps only the cluster-scoped calls: no access to pods or TaskRuns.
-    cluster_resources = {r for rule in one(docs, "ClusterRole")["rules"] for r in rule["resources"]}
+    cluster_resources = {r for rule in operator_role(docs)["rules"] for r in rule["resources"]}
     assert cluster_resources == {
         "customresourcedefinitions",
         "tokenreviews",
@@ -268,3 +278,105 @@ def test_observability_values_are_checked(helm: Path) -> None:
     assert "logFormat" in refusal(helm, DB, "operator.logFormat=xml")
     assert "otlpEndpoint" in refusal(helm, DB, "tracing.otlpEndpoint=not a url")
     assert "interval" in refusal(helm, DB, "metrics.serviceMonitor.interval=soon")
+
+
+USER_ROLES = ("drover-task-author", "drover-run-trigger", "drover-viewer")
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def cluster_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+
+
+def test_user_roles_are_shipped_and_aggregated(helm: Path) -> None:
+    roles = cluster_roles(render(helm, DB))
+    assert set(USER_ROLES) <= set(roles)
+    aggregated = {
+        name: sorted(k.removeprefix(AGGREGATE) for k in roles[name]["metadata"]["labels"]
+                     if k.startswith(AGGREGATE))
+        for name in USER_ROLES
+    }  # fmt: skip
+    # Creating Tasks runs pods as any ServiceAccount: never part of `view`.
+    assert aggregated == {
+        "drover-task-author": ["admin", "edit"],
+        "drover-run-trigger": ["admin", "edit"],
+        "drover-viewer": ["admin", "edit", "view"],
+    }
+
+    def verbs(role: str, resource: str) -> set[str]:
+        return {
+            verb
+            for rule in roles[role]["rules"]
+            if resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+
+    writes = {"create", "update", "patch", "delete"}
+    assert writes <= verbs("drover-task-author", "tasks")
+    assert not verbs("drover-task-author", "taskruns")
+    assert writes <= verbs("drover-run-trigger", "taskruns")
+    assert verbs("drover-run-trigger", "tasks") == {"get", "list", "watch"}
+    for role in USER_ROLES:  # nobody but the operator writes status
+        assert not writes & (verbs(role, "tasks/status") | verbs(role, "taskruns/status"))
+    for resource in ("tasks", "taskruns"):
+        assert verbs("drover-viewer", resource) == {"get", "list", "watch"}
+    # Only drover.dev: the roles grant nothing else (no pods, no Secrets).
+    assert {g for r in USER_ROLES for rule in roles[r]["rules"] for g in rule["apiGroups"]} == {
+        "drover.dev"
+    }
+    unaggregated = cluster_roles(render(helm, DB, "userRoles.aggregate=false"))
+    assert not any(
+        k.startswith(AGGREGATE) for r in USER_ROLES for k in unaggregated[r]["metadata"]["labels"]
+    )
+    assert not set(USER_ROLES) & set(cluster_roles(render(helm, DB, "userRoles.create=false")))
+
+
+def test_task_policy_is_optional_and_bound_where_the_operator_watches(helm: Path) -> None:
+    assert "ValidatingAdmissionPolicy" not in kinds(render(helm, DB))
+    docs = render(helm, DB, "taskPolicy.enabled=true", "operator.namespaces={shop,billing}")
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "billing"]}
+    ]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    # The prefix the operator gives token Secrets, as a CEL string.
+    assert variables["tokenPrefix"] == f"'{TOKEN_SECRET_PREFIX}'"
+    assert json.loads(variables["allowedAccounts"]) == []
+    assert "hostPath" not in json.loads(variables["volumeTypes"])
+    cluster_wide = render(
+        helm,
+        DB,
+        "taskPolicy.enabled=true",
+        "taskPolicy.namespaceSelector.matchLabels.drover=on",
+        "taskPolicy.serviceAccountNames={worker,reporter}",
+        "taskPolicy.validationActions={Warn,Audit}",
+    )
+    binding = one(cluster_wide, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"drover": "on"}
+    }
+    assert binding["spec"]["validationActions"] == ["Warn", "Audit"]
+    variables = {
+        v["name"]: v["expression"]
+        for v in one(cluster_wide, "ValidatingAdmissionPolicy")["spec"]["variables"]
+    }
+    assert json.loads(variables["allowedAccounts"]) == ["worker", "reporter"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "field"),
+    [
+        (("taskPolicy.volumeTypes={hostPath}",), "volumeTypes"),
+        (("taskPolicy.serviceAccountNames={Not An Account}",), "serviceAccountNames"),
+        (("taskPolicy.validationActions={Deny,Warn}",), "validationActions"),
+        (("taskPolicy.validationActions={Block}",), "validationActions"),
+        (("userRoles.create=maybe",), "create"),
+    ],
+)
+def test_schema_refuses_bad_policy_values(helm: Path, sets: tuple[str, ...], field: str) -> None:
+    message = refusal(helm, DB, *sets)
+    assert "values don't meet the specifications of the schema" in message, message
+    assert field in message, message
