@@ -107,7 +107,7 @@ def run_update(
 ) -> BadManifest:
     """A TaskRun created with spec `before`, then applied again with top-level spec fields
     replaced by `change` (`DELETE` removes one)."""
-    name = f"update-{id}"
+    name = id  # one object per case
     after = {k: v for k, v in {**before, **change}.items() if v is not DELETE}
     return BadManifest(
         id, run(after, name=name), field, message, python=False, before=run(before, name=name)
