@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_workflows", description=__doc__)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--lead", type=float, default=45.0, help="seconds from start to wake")
+    parser.add_argument("--lead", type=float, default=120.0, help="seconds from start to wake")
     parser.add_argument("--suspended", type=int, default=1000)
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="drover-bench-workflows-"))

@@ -8,15 +8,23 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lightkube import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.rbac_v1 import RoleRef, Subject
+from lightkube.resources.core_v1 import Secret
+from lightkube.resources.rbac_authorization_v1 import RoleBinding
+from lightkube.types import PatchType
 
 from drover_localcluster.binaries import ensure_helm
 from drover_localcluster.processes import free_port
+from drover_operator.kube import TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
+from tests.e2e.identities import client_as, service_account
 from tests.e2e.operator_support import run, task, wait_phase
 
 pytestmark = pytest.mark.e2e
@@ -101,7 +109,129 @@ def run_to_success(cluster: E2ECluster, namespace: str, name: str) -> None:
     wait_phase(cluster.client, namespace, name, "Succeeded", timeout=120)
 
 
-def test_install_run_upgrade_uninstall(cluster: E2ECluster, namespace: str, helm: Helm) -> None:
+def can_i(cluster: E2ECluster, namespace: str, who: str, verb: str, resource: str) -> bool:
+    """`kubectl auth can-i`; `resource` may name a subresource (`taskruns.drover.dev/status`)."""
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    proc = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, "--as", who,
+                           check=False)  # fmt: skip
+    return proc.stdout.strip() == "yes"
+
+
+def bind(cluster: E2ECluster, namespace: str, cluster_role: str, *, user: str = "",
+         account: str = "") -> None:  # fmt: skip
+    """A RoleBinding of `cluster_role` in `namespace`, for a user or a ServiceAccount."""
+    subject = (
+        Subject(kind="User", name=user, apiGroup="rbac.authorization.k8s.io")
+        if user
+        else Subject(kind="ServiceAccount", name=account, namespace=namespace)
+    )
+    cluster.client.create(
+        RoleBinding(
+            metadata=ObjectMeta(name=f"{cluster_role}-{user or account}", namespace=namespace),
+            roleRef=RoleRef(
+                apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=cluster_role
+            ),
+            subjects=[subject],
+        )
+    )
+
+
+#: verb, resource → allowed, for each of the chart's user roles (bound in one namespace).
+ROLE_MATRIX: dict[str, dict[tuple[str, str], bool]] = {
+    "drover-task-author": {
+        ("create", "tasks.drover.dev"): True,
+        ("delete", "tasks.drover.dev"): True,
+        ("create", "taskruns.drover.dev"): False,
+        ("patch", "tasks.drover.dev/status"): False,
+        ("create", "pods"): False,
+        ("get", "secrets"): False,
+    },
+    "drover-run-trigger": {
+        ("create", "taskruns.drover.dev"): True,
+        ("patch", "taskruns.drover.dev"): True,  # spec.cancel
+        ("delete", "taskruns.drover.dev"): True,
+        ("get", "tasks.drover.dev"): True,
+        ("create", "tasks.drover.dev"): False,
+        ("patch", "taskruns.drover.dev/status"): False,
+        ("create", "pods"): False,
+        ("get", "secrets"): False,
+    },
+    "drover-viewer": {
+        ("list", "taskruns.drover.dev"): True,
+        ("watch", "tasks.drover.dev"): True,
+        ("create", "taskruns.drover.dev"): False,
+        ("patch", "taskruns.drover.dev"): False,
+        ("get", "secrets"): False,
+    },
+    # Kubernetes' own roles, with the chart's aggregated into them.
+    "view": {("list", "taskruns.drover.dev"): True, ("create", "taskruns.drover.dev"): False},
+    "edit": {("create", "tasks.drover.dev"): True, ("create", "taskruns.drover.dev"): True},
+}
+
+
+def check_user_roles(cluster: E2ECluster, namespace: str, tmp_path: Path) -> None:
+    """The chart's ClusterRoles as `kubectl auth can-i` sees them, then real requests made
+    by ServiceAccounts holding them."""
+    for role in ROLE_MATRIX:
+        bind(cluster, namespace, role, user=f"user-{role}")
+    for role, expected in ROLE_MATRIX.items():
+        for (verb, resource), allowed in expected.items():
+            # Aggregation into view/edit is done by a controller: wait for it.
+            def as_expected(
+                who: str = f"user-{role}",
+                verb: str = verb,
+                resource: str = resource,
+                allowed: bool = allowed,
+            ) -> bool:
+                return can_i(cluster, namespace, who, verb, resource) == allowed  # fmt: skip
+
+            wait_for(as_expected, what=f"{role}: can-i {verb} {resource} == {allowed}")
+
+    clients = {}
+    for role in ("drover-task-author", "drover-run-trigger", "drover-viewer"):
+        bearer = service_account(cluster, namespace, role)
+        bind(cluster, namespace, role, account=role)
+        clients[role] = client_as(cluster, bearer, tmp_path / f"{role}.kubeconfig")
+    author, trigger, viewer = clients.values()
+
+    def refused(call: Callable[[], object], code: int = 403) -> str:
+        with pytest.raises(ApiError) as raised:
+            call()
+        assert raised.value.status.code == code, raised.value.status
+        return str(raised.value.status.message)
+
+    command = {"image": "busybox", "command": ["true"]}
+    task(author, namespace, "authored", command)
+    refused(lambda: run(author, namespace, "by-author", "authored"))
+    refused(lambda: task(trigger, namespace, "by-trigger", command))
+    refused(lambda: run(viewer, namespace, "by-viewer", "authored"))
+    refused(lambda: list(viewer.list(Secret, namespace=namespace)))
+    run(trigger, namespace, "triggered", "authored", payload={"n": 1})
+    assert [r.metadata.name for r in viewer.list(TaskRunResource, namespace=namespace)
+            if r.metadata and r.metadata.name == "triggered"] == ["triggered"]  # fmt: skip
+    # A trigger may cancel, but not rewrite what a run received, nor its status.
+    message = refused(
+        lambda: trigger.patch(TaskRunResource, "triggered", {"spec": {"payload": {"n": 2}}},
+                              namespace=namespace, patch_type=PatchType.MERGE),
+        code=422,
+    )  # fmt: skip
+    assert "spec.payload" in message and "immutable" in message
+    trigger.patch(TaskRunResource, "triggered", {"spec": {"cancel": True}},
+                  namespace=namespace, patch_type=PatchType.MERGE)  # fmt: skip
+    refused(
+        lambda: trigger.patch(TaskRunResource.Status, "triggered",
+                              {"status": {"phase": "Succeeded"}}, namespace=namespace,
+                              patch_type=PatchType.MERGE)
+    )  # fmt: skip
+    wait_phase(cluster.client, namespace, "triggered", "Canceled", timeout=120)
+    for client in clients.values():
+        client.close()
+
+
+def test_install_run_upgrade_uninstall(
+    cluster: E2ECluster, namespace: str, helm: Helm, tmp_path: Path
+) -> None:
     lint = helm("lint", str(CHART), "-f", str(helm.values))
     assert "0 chart(s) failed" in lint.stdout
     helm("install", RELEASE, str(CHART), "-f", str(helm.values), "--wait=false")
@@ -115,10 +245,9 @@ def test_install_run_upgrade_uninstall(cluster: E2ECluster, namespace: str, helm
         "auth", "can-i", "create", "pods", "-n", namespace, "--as", sa, check=False
     )
     assert can.stdout.strip() == "yes"
-    cannot = cluster.kubectl(
-        "auth", "can-i", "get", "secrets", "-n", namespace, "--as", sa, check=False
-    )
-    assert cannot.stdout.strip() == "no"  # writes token Secrets, never reads them
+    for verb in ("get", "list", "patch", "update", "delete"):
+        # Creates token Secrets; never reads or changes one.
+        assert not can_i(cluster, namespace, sa, verb, "secrets"), verb
     elsewhere = cluster.kubectl("auth", "can-i", "list", "pods", "-A", "--as", sa, check=False)
     assert elsewhere.stdout.strip() == "no"  # namespaced mode: only its namespace
 
@@ -126,6 +255,7 @@ def test_install_run_upgrade_uninstall(cluster: E2ECluster, namespace: str, helm
         cluster.client, namespace, "hello", {"image": "busybox", "command": ["sh", "-c", "echo hi"]}
     )
     run_to_success(cluster, namespace, "hello-1")
+    check_user_roles(cluster, namespace, tmp_path)
 
     # An upgrade that changes the pod template replaces the operator; runs keep working.
     helm(

@@ -1,5 +1,9 @@
 """Pods of attempts: created (with their token Secret) for admitted attempts, stopped for
-attempts that ended while their pod runs. Idempotent; what fails is retried next pass."""
+attempts that ended while their pod runs. Idempotent; what fails is retried next pass.
+
+Token Secrets are only ever created, never patched or read: their names carry a MAC (see
+`domain.tokens`), so an existing Secret of that name is the one this operator created before
+a crash, and no Secret of anyone else is ever modified or given an owner."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from drover.protocol.names import LABEL_RUN_UID
 from drover_operator.crd import TaskSpec
 from drover_operator.domain.pods import PodRequest, build_pod, token_secret
 from drover_operator.domain.records import PodToCreate
-from drover_operator.domain.tokens import attempt_token
+from drover_operator.domain.tokens import attempt_token, token_secret_name
 from drover_operator.kube import NETWORK_ERRORS
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
@@ -68,6 +72,7 @@ class PodConverger:
 
     async def _create(self, row: PodToCreate) -> CreatedPod | None:
         task = TaskSpec.model_validate(row.task_spec)
+        secret = self._secret_name(row.run_id, row.number, row.pod_name)
         request = PodRequest(
             namespace=row.namespace,
             run_name=row.name,
@@ -82,10 +87,11 @@ class PodConverger:
             api_url=self.settings.api.pod_url,
             otlp_endpoint=self.settings.runner.otlp_endpoint,
             log_format="json" if self.settings.logging.format == "json" else "",
+            token_secret=secret if task.entrypoint else "",
         )
         try:
             if task.entrypoint:
-                await self._write_token_secret(request)
+                await self._create_token_secret(request)
             await self.client.create(codecs.from_dict(build_pod(request)))
         except ApiError as exc:
             if exc.status.code != 409 or not await self.is_ours(
@@ -106,14 +112,23 @@ class PodConverger:
         latency = await self.store.attempts.pod_created(row.run_id, row.number)
         return CreatedPod(row.namespace, row.task, row.number, latency)
 
-    async def _write_token_secret(self, request: PodRequest) -> None:
-        """Create or overwrite the attempt's token Secret (tokens are derived: idempotent)."""
+    def _secret_name(self, run_id: str, number: int, pod: str) -> str:
+        if self.signing_key is None:
+            return ""
+        return token_secret_name(self.signing_key, run_id, number, pod)
+
+    async def _create_token_secret(self, request: PodRequest) -> None:
+        """Create the attempt's token Secret. AlreadyExists means it was created before (a
+        crash, or another replica): nobody else can know its name."""
         assert self.signing_key is not None
         token = attempt_token(
             self.signing_key, request.run_uid, request.execution or request.attempt
         )
-        secret = codecs.from_dict(token_secret(request, token))
-        await self.client.apply(secret, force=True)
+        try:
+            await self.client.create(codecs.from_dict(token_secret(request, token)))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
 
     async def is_ours(self, namespace: str, name: str, run_id: str) -> bool:
         """Whether the pod exists and belongs to the run. Pod names repeat when a TaskRun is

@@ -78,6 +78,8 @@ class PodRequest:
     otlp_endpoint: str = ""
     # `DROVER_LOG_FORMAT` for the runner ("json"); "": its default.
     log_format: str = ""
+    # SDK tasks: the Secret carrying the attempt's token (`domain.tokens.token_secret_name`).
+    token_secret: str = ""
 
 
 def _pod(req: PodRequest) -> str:
@@ -105,25 +107,17 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
         values["OTEL_EXPORTER_OTLP_ENDPOINT"] = req.otlp_endpoint
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if req.task.entrypoint:
+        if not req.token_secret:
+            raise ValueError("PodRequest.token_secret is required for SDK tasks")
         env += [
             {"name": names.ENV_ENTRYPOINT, "value": req.task.entrypoint},
             {"name": names.ENV_API_URL, "value": req.api_url},
             {
                 "name": names.ENV_TOKEN,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": token_secret_name(_pod(req)),
-                        "key": TOKEN_KEY,
-                    }
-                },
+                "valueFrom": {"secretKeyRef": {"name": req.token_secret, "key": TOKEN_KEY}},
             },
         ]
     return env
-
-
-def token_secret_name(pod: str) -> str:
-    """The Secret holding an attempt's API token: `<pod>-token`."""
-    return f"{pod}-token"
 
 
 def _labels(req: PodRequest) -> dict[str, str]:
@@ -135,11 +129,12 @@ def _labels(req: PodRequest) -> dict[str, str]:
 
 
 def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
+    """The Secret `req.token_secret` holding the attempt's API token, owned by the TaskRun."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": token_secret_name(_pod(req)),
+            "name": req.token_secret,
             "namespace": req.namespace,
             "labels": _labels(req),
             "ownerReferences": [_owner(req)],
