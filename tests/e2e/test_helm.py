@@ -164,6 +164,12 @@ ROLE_MATRIX: dict[str, dict[tuple[str, str], bool]] = {
         ("patch", "taskruns.drover.dev"): False,
         ("get", "secrets"): False,
     },
+    "drover-waitpoint-completer": {
+        ("update", "waitpoints.drover.dev"): True,
+        ("create", "waitpoints.api.drover.dev/complete"): True,
+        ("create", "taskruns.drover.dev"): False,
+        ("get", "secrets"): False,
+    },
     # Kubernetes' own roles, with the chart's aggregated into them.
     "view": {("list", "taskruns.drover.dev"): True, ("create", "taskruns.drover.dev"): False},
     "edit": {("create", "tasks.drover.dev"): True, ("create", "taskruns.drover.dev"): True},

@@ -105,7 +105,7 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
             "APIService",
             "ClusterKopfPeering",
             "ClusterRole",  # the operator's
-            *["ClusterRole"] * 3,  # drover-task-author, -run-trigger, -viewer
+            *["ClusterRole"] * len(USER_ROLES),  # drover-task-author, -run-trigger, ...
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
@@ -324,7 +324,12 @@ def test_the_aggregated_api_is_registered_with_its_own_certificate(helm: Path) -
     assert "APIService" not in kinds(off) and "DROVER_API_TLS_PORT" not in env_of(off)
 
 
-USER_ROLES = ("drover-task-author", "drover-run-trigger", "drover-viewer")
+USER_ROLES = (
+    "drover-task-author",
+    "drover-run-trigger",
+    "drover-viewer",
+    "drover-waitpoint-completer",
+)
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 
 
@@ -345,6 +350,7 @@ def test_user_roles_are_shipped_and_aggregated(helm: Path) -> None:
         "drover-task-author": ["admin", "edit"],
         "drover-run-trigger": ["admin", "edit"],
         "drover-viewer": ["admin", "edit", "view"],
+        "drover-waitpoint-completer": ["admin", "edit"],
     }
 
     def verbs(role: str, resource: str) -> set[str]:
@@ -364,9 +370,17 @@ def test_user_roles_are_shipped_and_aggregated(helm: Path) -> None:
         assert not writes & (verbs(role, "tasks/status") | verbs(role, "taskruns/status"))
     for resource in ("tasks", "taskruns"):
         assert verbs("drover-viewer", resource) == {"get", "list", "watch"}
-    # Only drover.dev: the roles grant nothing else (no pods, no Secrets).
+    # Approving (completing tokens) is its own grant: neither triggering nor viewing gives it.
+    assert "update" in verbs("drover-waitpoint-completer", "waitpoints")
+    assert "create" in verbs("drover-waitpoint-completer", "waitpoints/complete")
+    for role in ("drover-viewer", "drover-run-trigger"):
+        assert not {"update", "create"} & (
+            verbs(role, "waitpoints") | verbs(role, "waitpoints/complete")
+        )
+    # Only Drover's groups: the roles grant nothing else (no pods, no Secrets).
     assert {g for r in USER_ROLES for rule in roles[r]["rules"] for g in rule["apiGroups"]} == {
-        "drover.dev"
+        "drover.dev",
+        "api.drover.dev",
     }
     unaggregated = cluster_roles(render(helm, DB, "userRoles.aggregate=false"))
     assert not any(
