@@ -218,7 +218,9 @@ async def suspended_cost(
 
 
 async def bench(args: argparse.Namespace, cluster: LocalCluster, operator: Operator) -> None:
-    client = AsyncClient(KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench")
+    client = AsyncClient(
+        KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench", timeout=120
+    )
     systems = {
         "Drover (wait_until → resumed pod)": drover_trial,
         "Kubernetes CronJob (schedule → pod)": cronjob_trial,

@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import os
+import ssl
 import sys
 import traceback
 import typing
@@ -31,6 +32,7 @@ from drover._client import RunApi
 from drover._state import AttemptState, LogShipper
 from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled, RunSuspended
 from drover.protocol.names import (
+    ENV_API_CA,
     ENV_API_URL,
     ENV_ATTEMPT,
     ENV_ENTRYPOINT,
@@ -127,12 +129,17 @@ def main() -> int:
         attempt=int(attempt) if attempt.isdigit() else None,
         trace_id=_trace_id(),
     )
-    api = RunApi(env[ENV_API_URL], env[ENV_RUN_ID], env[ENV_TOKEN])
+    api = RunApi(
+        env[ENV_API_URL], env[ENV_RUN_ID], env[ENV_TOKEN], ca=os.environ.get(ENV_API_CA, "")
+    )
     try:
         context = RunContext.model_validate(api.call("GET", "/context"))
     except ApiError as exc:
         print(f"drover-runner: {exc}", file=sys.stderr)
         return EXIT_FINAL if exc.status == 409 else EXIT_FAILED
+    except ssl.SSLError as exc:
+        print(f"drover-runner: the run API at {env[ENV_API_URL]}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     shipper = LogShipper(api)
     state = AttemptState(api, context, shipper)
     logging.getLogger().addHandler(shipper)

@@ -118,7 +118,7 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     )
     env = env_of(docs)
     assert env["DROVER_NAMESPACES"] == ""
-    assert env["DROVER_API_URL"] == "http://rel-drover.drover-system.svc:8080"
+    assert env["DROVER_API_URL"] == "https://rel-drover.drover-system.svc:8443"
     assert env["DROVER_DATABASE_URL"] == {
         "secretKeyRef": {"name": "rel-drover-database", "key": "url"}
     }
@@ -438,3 +438,38 @@ def test_schema_refuses_bad_policy_values(helm: Path, sets: tuple[str, ...], fie
     message = refusal(helm, DB, *sets)
     assert "values don't meet the specifications of the schema" in message, message
     assert field in message, message
+
+
+def test_task_pods_reach_the_api_over_tls_when_the_chart_has_a_certificate(helm: Path) -> None:
+    env = env_of(render(helm, DB))
+    assert env["DROVER_API_URL"] == "https://rel-drover.drover-system.svc:8443"
+    assert env["DROVER_API_CA_FILE"] == "/etc/drover/tls/ca.crt"  # mounted with the cert
+    plain = env_of(render(helm, DB, "api.tls=false"))
+    assert plain["DROVER_API_URL"] == "http://rel-drover.drover-system.svc:8080"
+    assert "DROVER_API_CA_FILE" not in plain
+    without = env_of(render(helm, DB, "aggregation.enabled=false"))
+    assert without["DROVER_API_URL"].startswith("http://") and "DROVER_API_CA_FILE" not in without
+    given = env_of(render(helm, DB, "api.url=https://drover.example.com"))
+    assert given["DROVER_API_URL"] == "https://drover.example.com"
+
+
+def test_a_network_policy_can_restrict_who_reaches_the_api(helm: Path) -> None:
+    assert "NetworkPolicy" not in kinds(render(helm, DB))
+    docs = render(
+        helm,
+        DB,
+        "networkPolicy.enabled=true",
+        "networkPolicy.from[0].ipBlock.cidr=10.0.0.0/24",
+    )
+    policy = one(docs, "NetworkPolicy")
+    [rule] = policy["spec"]["ingress"]
+    task_pods, api_server = rule["from"]
+    assert task_pods["podSelector"]["matchExpressions"] == [
+        {"key": "drover.dev/run-uid", "operator": "Exists"}
+    ]
+    assert task_pods["namespaceSelector"] == {}
+    assert api_server == {"ipBlock": {"cidr": "10.0.0.0/24"}}
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 8443]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    operator = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= operator.items()

@@ -54,6 +54,7 @@ class PodConverger:
         self.store = store
         self.client = client
         self.signing_key = key
+        self._api_ca = settings.api.pod_ca
 
     async def create(self) -> list[CreatedPod]:
         """Create the pods of admitted attempts that have none yet, several at a time (each
@@ -88,6 +89,7 @@ class PodConverger:
             otlp_endpoint=self.settings.runner.otlp_endpoint,
             log_format="json" if self.settings.logging.format == "json" else "",
             token_secret=secret if task.entrypoint else "",
+            api_ca=self._api_ca if task.entrypoint else "",
         )
         try:
             if task.entrypoint:

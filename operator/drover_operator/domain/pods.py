@@ -28,6 +28,8 @@ from drover_operator.domain.attempts import CONTAINER
 from drover_operator.domain.traces import traceparent
 
 TOKEN_KEY = "token"
+#: The key of the token Secret holding the CA that verifies the API's certificate.
+CA_KEY = "ca.crt"
 RUNNER_COMMAND = ["python", "-m", "drover.runner"]
 
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -80,6 +82,8 @@ class PodRequest:
     log_format: str = ""
     # SDK tasks: the Secret carrying the attempt's token (`domain.tokens.token_secret_name`).
     token_secret: str = ""
+    # PEM certificates verifying the API's (an https `api_url`), given to the runner.
+    api_ca: str = ""
 
 
 def _pod(req: PodRequest) -> str:
@@ -117,6 +121,11 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": req.token_secret, "key": TOKEN_KEY}},
             },
         ]
+        if req.api_ca:
+            # With the token, in the Secret the operator creates: no volume, no ConfigMap to
+            # copy into every namespace.
+            ca = {"secretKeyRef": {"name": req.token_secret, "key": CA_KEY}}
+            env.append({"name": names.ENV_API_CA, "valueFrom": ca})
     return env
 
 
@@ -140,7 +149,7 @@ def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
             "ownerReferences": [_owner(req)],
         },
         "type": "Opaque",
-        "stringData": {TOKEN_KEY: token},
+        "stringData": {TOKEN_KEY: token, **({CA_KEY: req.api_ca} if req.api_ca else {})},
     }
 
 
