@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psycopg
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.batch_v1 import CronJobSpec, JobSpec, JobTemplateSpec
@@ -219,7 +220,7 @@ async def suspended_cost(
 
 async def bench(args: argparse.Namespace, cluster: LocalCluster, operator: Operator) -> None:
     client = AsyncClient(
-        KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench", timeout=120
+        KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench", timeout=httpx2.Timeout(120)
     )
     systems = {
         "Drover (wait_until → resumed pod)": drover_trial,
