@@ -219,9 +219,8 @@ async def suspended_cost(
 
 
 async def bench(args: argparse.Namespace, cluster: LocalCluster, operator: Operator) -> None:
-    client = AsyncClient(
-        KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench", timeout=httpx2.Timeout(120)
-    )
+    config = KubeConfig.from_file(str(cluster.kubeconfig))
+    client = AsyncClient(config, field_manager="bench", timeout=httpx2.Timeout(120))
     systems = {
         "Drover (wait_until → resumed pod)": drover_trial,
         "Kubernetes CronJob (schedule → pod)": cronjob_trial,
