@@ -23,6 +23,7 @@ from typing import Any
 from drover_localcluster.binaries import Binaries, ensure_binaries
 from drover_localcluster.controlplane import ControlPlane, Ports
 from drover_localcluster.errors import StartupError
+from drover_localcluster.images.build import image_store, rootfs_cache
 from drover_localcluster.nodeagent.config import AgentConfig
 from drover_localcluster.postgres import Postgres
 from drover_localcluster.processes import alive, free_port, spawn, stop_group, sweep, wait_until
@@ -222,6 +223,8 @@ class LocalCluster:
             marker=self.state.marker,
             path_prepend=(str(Path(sys.executable).parent),),
             python_path=(str(REPO_ROOT),),
+            image_store=image_store(REPO_ROOT),
+            rootfs_cache=rootfs_cache(),
             lease_duration_s=self.timing.lease_duration_s,
             lease_renew_s=self.timing.lease_renew_s,
             status_update_s=self.timing.node_status_update_s,

@@ -85,6 +85,16 @@ def dist_dir(repo: Path) -> Path:
     return repo / "dist" / "images"
 
 
+def image_store(repo: Path) -> Path:
+    """The layout a local cluster started from `repo` runs pods' images from."""
+    return dist_dir(repo) / "oci"
+
+
+def rootfs_cache() -> Path:
+    """Where node agents unpack images' root filesystems (shared by clusters)."""
+    return images_cache() / "rootfs"
+
+
 def archive_name(reference: str) -> str:
     """`ghcr.io/drover-dev/drover-runner:0.1.0` → `drover-runner-0.1.0.tar`."""
     name, tag = reference.rsplit("/", 1)[-1].rsplit(":", 1)
@@ -244,8 +254,10 @@ class ImageBuild:
     def _prune(self) -> None:
         current = {self.entry(n).name for n in self.keys} | {f"wheels-{self.wheels_key}"}
         cutoff = time.time() - _PRUNE_AFTER_S
-        for entry in self.cache.iterdir():
-            # The node agents' unpacked root filesystems (rootfs/) prune themselves.
+        entries = [*self.cache.iterdir()]
+        if rootfs_cache().is_dir():  # node agents touch a root filesystem when they use it
+            entries += [e for e in rootfs_cache().iterdir() if not e.name.startswith("unpack-")]
+        for entry in entries:
             ours = entry.is_dir() and entry.name != "rootfs" and not entry.name.startswith("build-")
             if ours and entry.name not in current and entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -258,7 +270,7 @@ def _publish(repo: Path, images: list[BuiltImage]) -> tuple[Path, dict[str, Path
     record = dist / "images.json"
     wanted = {i.reference: i.key for i in images}
     archives = {i.reference: dist / archive_name(i.reference) for i in images}
-    store = Store(dist / "oci")
+    store = Store(image_store(repo))
     current = json.loads(record.read_text()) if record.is_file() else {}
     if current == wanted and all(a.is_file() for a in archives.values()):
         return store.path, archives
