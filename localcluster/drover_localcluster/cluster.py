@@ -112,9 +112,9 @@ class LocalCluster:
     def helm_values(self, *, api_port: int | None = None) -> dict[str, Any]:
         """Chart values for installing helm/drover onto this cluster.
 
-        The node agent runs the operator pod as a host process with pod IP 127.0.0.1 and no
-        Service proxying, so task pods reach its API on loopback rather than the Service URL.
-        One replica, replaced with Recreate on upgrades: two would both bind the same port.
+        Pods here share the host's network (pod IP 127.0.0.1) and Services do not proxy, so
+        task pods reach the operator's API on loopback rather than the Service URL. One
+        replica, replaced with Recreate on upgrades: two would both bind the same port.
         """
         assert self.state is not None
         if api_port is None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from drover_localcluster.images.build import Published, ensure_images
 from tests.conftest import REPO_ROOT, E2ECluster
 from tests.e2e.operator_support import OperatorProcess
 
@@ -22,6 +23,13 @@ def drover_crds(cluster: E2ECluster) -> None:
         "crd/taskruns.drover.dev",
         "--timeout=60s",
     )
+
+
+@pytest.fixture(scope="session")
+def images() -> Published:
+    """The images `make images` builds (cached; built here if missing), in the store the
+    node agent runs pods' images from: pods with these images run inside them."""
+    return ensure_images(REPO_ROOT)
 
 
 @pytest.fixture
