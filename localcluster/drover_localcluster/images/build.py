@@ -41,9 +41,12 @@ from drover_localcluster.images.specs import (
 )
 from drover_localcluster.settings import cache_root
 
-# Cached entries no build used for this long are removed (other checkouts may still use
-# younger ones, so only old ones go).
+# Cache pruning: every code change makes new images, so of each kind only the most recently
+# used entries are kept (other checkouts, or a running cluster, may use them), and of those
+# only the ones used within two weeks. Nothing used within the last hour is removed.
+_KEEP = {"rootfs": 12, "other": 4}
 _PRUNE_AFTER_S = 14 * 24 * 3600
+_GRACE_S = 3600
 
 
 def _log(message: str) -> None:
@@ -253,14 +256,26 @@ class ImageBuild:
 
     def _prune(self) -> None:
         current = {self.entry(n).name for n in self.keys} | {f"wheels-{self.wheels_key}"}
-        cutoff = time.time() - _PRUNE_AFTER_S
-        entries = [*self.cache.iterdir()]
+        kinds: dict[str, list[Path]] = {}
+        for entry in self.cache.iterdir():
+            if entry.is_dir() and entry.name != "rootfs" and not entry.name.startswith("build-"):
+                kinds.setdefault(entry.name.rsplit("-", 1)[0], []).append(entry)
         if rootfs_cache().is_dir():  # node agents touch a root filesystem when they use it
-            entries += [e for e in rootfs_cache().iterdir() if not e.name.startswith("unpack-")]
-        for entry in entries:
-            ours = entry.is_dir() and entry.name != "rootfs" and not entry.name.startswith("build-")
-            if ours and entry.name not in current and entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
+            kinds["rootfs"] = [
+                e
+                for e in rootfs_cache().iterdir()
+                if e.is_dir() and not e.name.startswith("unpack-")
+            ]
+        now = time.time()
+        for kind, entries in kinds.items():
+            keep = _KEEP.get(kind, _KEEP["other"])
+            entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+            for rank, entry in enumerate(entries):
+                age = now - entry.stat().st_mtime
+                old = age > _PRUNE_AFTER_S or (rank >= keep and age > _GRACE_S)
+                if entry.name not in current and old:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
 
 
 def _publish(repo: Path, images: list[BuiltImage]) -> tuple[Path, dict[str, Path]]:
