@@ -10,7 +10,6 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +20,7 @@ from lightkube.resources.core_v1 import Pod
 from drover_localcluster.nodeagent import imagerun
 from drover_localcluster.nodeagent.containers import ContainerProcess, ContainerStartError, now
 from drover_localcluster.nodeagent.images import ImageUnpackError, PreparedImage
+from drover_localcluster.nodeagent.launch import HostLaunch, ImageLaunch
 from drover_localcluster.nodeagent.podenv import EnvError, container_argv, container_env
 from drover_localcluster.nodeagent.status import ContainerRecord, Terminated, pod_status
 from drover_localcluster.nodeagent.volumes import PodVolumes, VolumeError
@@ -33,23 +33,6 @@ log = logging.getLogger(__name__)
 _CONFIG_RETRY_S = 2.0
 _BACKOFF_START_S, _BACKOFF_MAX_S = 10.0, 300.0
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class HostLaunch:
-    """A container as a host process."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-
-
-@dataclass(frozen=True)
-class ImageLaunch:
-    """A container inside its image: the sandbox's spec (imagerun.plan)."""
-
-    spec: dict[str, Any]
-    run_dir: Path
 
 
 class PodWorker:
@@ -326,18 +309,10 @@ class PodWorker:
     async def _start(
         self, spec: Container, launch: HostLaunch | ImageLaunch, log_file: Path
     ) -> tuple[ContainerProcess, int]:
-        """The started process and the PID its container ID names (inside an image: the
-        container's PID 1 as the host sees it)."""
-        if isinstance(launch, HostLaunch):
-            process = await ContainerProcess.start(launch.argv, launch.env, launch.cwd, log_file)
-            return process, process.pid
-        self.agent.event(
-            self.pod,
-            "Normal",
-            "Pulled",
-            f'Container image "{spec.image}" already present on machine',
-        )
-        return await imagerun.start(launch.spec, launch.run_dir, log_file, self.agent.config.marker)
+        if isinstance(launch, ImageLaunch):
+            message = f'Container image "{spec.image}" already present on machine'
+            self.agent.event(self.pod, "Normal", "Pulled", message)
+        return await launch.start(log_file, self.agent.config.marker)
 
     async def _launch(
         self, spec: Container, record: ContainerRecord, token_env: dict[str, str], run: int
