@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 from drover_localcluster.images.archive import write_archive
-from drover_localcluster.images.build import archive_name
+from drover_localcluster.images.build import archive_name, prune
 from drover_localcluster.images.layout import Layout
 from drover_localcluster.images.specs import ImageSpec, image_key
 
@@ -94,3 +95,30 @@ def test_archive_holds_both_layouts_naming_the_same_blobs(tmp_path: Path) -> Non
     assert sorted(n for n in names if n.startswith("blobs/")) == sorted(
         f"blobs/sha256/{d[7:]}" for d in (config, layer, manifest)
     )
+
+
+def test_pruning_keeps_what_is_current_recent_or_among_the_last_used(tmp_path: Path) -> None:
+    cache, rootfs = tmp_path / "images", tmp_path / "images" / "rootfs"
+    now = 1_000_000_000.0
+    ages = {  # entry → hours since last use
+        "runner-current": 24 * 30,  # used by this build: kept however old
+        **{f"runner-{i}": 2 + i for i in range(6)},  # 4 most recent kept, then > 1 h: removed
+        "runner-fresh": 0.5,  # used within the hour: kept
+        "operator-ancient": 24 * 15,  # beyond two weeks: removed even if among the last used
+        "rootfs/sha256-a": 3,
+        "rootfs/unpack-x": 2,  # left by a killed agent
+    }
+    for name, hours in ages.items():
+        (cache / name).mkdir(parents=True)
+        os.utime(cache / name, (now - hours * 3600, now - hours * 3600))
+    prune(cache, rootfs, {"runner-current"}, now)
+    left = {str(p.relative_to(cache)) for p in [*cache.iterdir(), *rootfs.iterdir()]}
+    assert left == {
+        "rootfs",
+        "runner-current",
+        "runner-fresh",
+        "runner-0",
+        "runner-1",
+        "runner-2",
+        "rootfs/sha256-a",
+    }

@@ -44,7 +44,7 @@ from drover_localcluster.settings import cache_root
 # Cache pruning: every code change makes new images, so of each kind only the most recently
 # used entries are kept (other checkouts, or a running cluster, may use them), and of those
 # only the ones used within two weeks. Nothing used within the last hour is removed.
-_KEEP = {"rootfs": 12, "other": 4}
+_KEEP = {"rootfs": 12, "other": 4, "unpack": 0}  # unpack-*: left by an agent killed mid-way
 _PRUNE_AFTER_S = 14 * 24 * 3600
 _GRACE_S = 3600
 
@@ -256,26 +256,29 @@ class ImageBuild:
 
     def _prune(self) -> None:
         current = {self.entry(n).name for n in self.keys} | {f"wheels-{self.wheels_key}"}
-        kinds: dict[str, list[Path]] = {}
-        for entry in self.cache.iterdir():
-            if entry.is_dir() and entry.name != "rootfs" and not entry.name.startswith("build-"):
-                kinds.setdefault(entry.name.rsplit("-", 1)[0], []).append(entry)
-        if rootfs_cache().is_dir():  # node agents touch a root filesystem when they use it
-            kinds["rootfs"] = [
-                e
-                for e in rootfs_cache().iterdir()
-                if e.is_dir() and not e.name.startswith("unpack-")
-            ]
-        now = time.time()
-        for kind, entries in kinds.items():
-            keep = _KEEP.get(kind, _KEEP["other"])
-            entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
-            for rank, entry in enumerate(entries):
-                age = now - entry.stat().st_mtime
-                old = age > _PRUNE_AFTER_S or (rank >= keep and age > _GRACE_S)
-                if entry.name not in current and old:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
+        prune(self.cache, rootfs_cache(), current, time.time())
+
+
+def prune(cache: Path, rootfs: Path, current: set[str], now: float) -> None:
+    """Remove cached entries by the rules above (`current`: entries this build uses)."""
+    kinds: dict[str, list[Path]] = {}
+    for entry in cache.iterdir():
+        if entry.is_dir() and entry != rootfs and not entry.name.startswith("build-"):
+            kinds.setdefault(entry.name.rsplit("-", 1)[0], []).append(entry)
+    if rootfs.is_dir():  # node agents touch a root filesystem when they use it
+        for entry in rootfs.iterdir():
+            if entry.is_dir():
+                kind = "unpack" if entry.name.startswith("unpack-") else "rootfs"
+                kinds.setdefault(kind, []).append(entry)
+    for kind, entries in kinds.items():
+        keep = _KEEP.get(kind, _KEEP["other"])
+        entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+        for rank, entry in enumerate(entries):
+            age = now - entry.stat().st_mtime
+            old = age > _PRUNE_AFTER_S or (rank >= keep and age > _GRACE_S)
+            if entry.name not in current and old:
+                shutil.rmtree(entry, ignore_errors=True)
+                entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
 
 
 def _publish(repo: Path, images: list[BuiltImage]) -> tuple[Path, dict[str, Path]]:
