@@ -204,6 +204,9 @@ def container(spec: dict[str, Any]) -> None:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent death signal")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_IGNORES)
         enter(spec, build_root(spec))
+        # Python ignores these itself, and ignored signals stay ignored across exec.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         os.set_inheritable(error_fd, False)  # closed by a successful exec: "started"
         execute(spec["argv"], spec["env"])
     except Exception as exc:
