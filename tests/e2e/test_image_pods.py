@@ -178,7 +178,7 @@ def test_security_context_user_groups_read_only_root_and_capabilities(
     )
     assert status["Uid"].split() == ["4242"] * 4 and status["Gid"].split() == ["4343"] * 4
     assert status["CapBnd"] == "0000000000000000" and status["NoNewPrivs"] == "1"
-    assert int(status["SigIgn"], 16) == 0  # signal dispositions as a runtime leaves them
+    assert int(status["SigIgn"], 16) == int(status["SigBlk"], 16) == 0  # as a runtime leaves them
     root_mount = next(
         line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
         if line.split()[4] == "/"
