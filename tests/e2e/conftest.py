@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from drover_localcluster.images.build import Published, ensure_images
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
 from tests.e2e.operator_support import OperatorProcess
 
@@ -52,6 +53,13 @@ def _wait_payload_policy(cluster: E2ECluster) -> None:
         wait_for(refused, interval=0.2, what="the TaskRun payload policy in force")
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def images() -> Published:
+    """The images `make images` builds (cached; built here if missing), in the store the
+    node agent runs pods' images from: pods with these images run inside them."""
+    return ensure_images(REPO_ROOT)
 
 
 @pytest.fixture

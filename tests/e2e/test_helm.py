@@ -1,10 +1,13 @@
 """The Helm chart on the local cluster: install → the operator pod runs `drover-operator run`
-under the chart's ServiceAccount (RBAC as rendered) → a TaskRun succeeds → upgrade → uninstall
-leaves no operator pods."""
+inside the operator image (as UID 10001, read-only root filesystem), under the chart's
+ServiceAccount (RBAC as rendered) → a command TaskRun succeeds, and an SDK TaskRun of the
+example task image succeeds with its steps checkpointed → upgrade → uninstall leaves no
+operator pods."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -16,21 +19,26 @@ import pytest
 from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from lightkube.types import PatchType
 
+from drover.protocol.names import GROUP
 from drover_localcluster.binaries import ensure_helm
+from drover_localcluster.images.build import Published
+from drover_localcluster.images.layout import Layout
 from drover_localcluster.processes import free_port
 from drover_operator.kube import TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
-from tests.e2e.identities import client_as, service_account
+from tests.e2e.identities import client_as, rule, service_account
 from tests.e2e.operator_support import run, task, wait_phase
 
 pytestmark = pytest.mark.e2e
 
 CHART = REPO_ROOT / "helm" / "drover"
 RELEASE = "drover"
+
+EXAMPLES = "ghcr.io/drover-dev/drover-examples:0.1.0"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 
 
@@ -60,7 +68,10 @@ class Helm:
 
 
 @pytest.fixture
-def helm(cluster: E2ECluster, namespace: str, database: str, tmp_path: Path) -> Iterator[Helm]:
+def helm(
+    cluster: E2ECluster, namespace: str, database: str, tmp_path: Path, images: Published
+) -> Iterator[Helm]:
+    # `images`: the chart's image is in the node's store, so the operator runs inside it.
     # What `make cluster-up` writes to .cluster/helm-values.yaml, with this test's database,
     # a port of its own and only its namespace watched (other tests run their own operators).
     values = cluster.local.helm_values(api_port=free_port())
@@ -102,6 +113,37 @@ def wait_operator(h: Helm, *, not_named: str = "") -> str:
     name = wait_for(running, timeout=120, interval=0.5, what="the operator pod Ready")
     wait_for(lambda: ready(api_port(h)), timeout=120, interval=0.5, what="/readyz")
     return name
+
+
+def assert_runs_inside_its_image(pod: dict[str, Any], images: Published) -> None:
+    """Seen from the host's /proc: the operator's process has the image's root filesystem
+    (read-only) and nothing of the checkout, and runs as UID 10001."""
+    status = pod["status"]["containerStatuses"][0]
+    image = Layout(images.store).find(status["image"])
+    assert image is not None, f"{status['image']} is not in the node's image store"
+    assert status["imageID"] == image.image_id
+    pid = int(status["containerID"].split("://")[1])
+    proc = Path(f"/proc/{pid}")
+    fields = dict(line.split(":\t", 1) for line in (proc / "status").read_text().splitlines())
+    assert fields["Uid"].split() == ["10001"] * 4
+    root = next(
+        line.split() for line in (proc / "mountinfo").read_text().splitlines()
+        if line.split()[4] == "/"
+    )  # fmt: skip
+    assert "ro" in root[5].split(",")
+    assert (proc / "root" / "opt/venv/bin/drover-operator").is_file()
+    assert not os.path.exists(f"{proc}/root{REPO_ROOT}")
+    assert "/tmp " in (proc / "mountinfo").read_text()  # the chart's emptyDir
+
+
+def read_run(h: Helm, namespace: str, name: str, token: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_port(h)}/v1/namespaces/{namespace}/taskruns/{name}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        record: dict[str, Any] = json.load(response)
+        return record
 
 
 def run_to_success(cluster: E2ECluster, namespace: str, name: str) -> None:
@@ -236,7 +278,7 @@ def check_user_roles(cluster: E2ECluster, namespace: str, tmp_path: Path) -> Non
 
 
 def test_install_run_upgrade_uninstall(
-    cluster: E2ECluster, namespace: str, helm: Helm, tmp_path: Path
+    cluster: E2ECluster, namespace: str, helm: Helm, tmp_path: Path, images: Published
 ) -> None:
     lint = helm("lint", str(CHART), "-f", str(helm.values))
     assert "0 chart(s) failed" in lint.stdout
@@ -246,6 +288,7 @@ def test_install_run_upgrade_uninstall(
     # Under the chart's identity, not the admin's: a kubeconfig for its ServiceAccount.
     assert pod["spec"]["serviceAccountName"] == RELEASE
     assert pod["spec"]["containers"][0]["command"] == ["drover-operator", "run"]
+    assert_runs_inside_its_image(pod, images)
     sa = f"system:serviceaccount:{namespace}:{RELEASE}"
     can = cluster.kubectl(
         "auth", "can-i", "create", "pods", "-n", namespace, "--as", sa, check=False
@@ -260,7 +303,24 @@ def test_install_run_upgrade_uninstall(
     task(
         cluster.client, namespace, "hello", {"image": "busybox", "command": ["sh", "-c", "echo hi"]}
     )
-    run_to_success(cluster, namespace, "hello-1")
+    run_to_success(cluster, namespace, "hello-1")  # busybox: not in the store, a host process
+
+    # An SDK task in the example task image (FROM the runner image), run inside that image.
+    task(
+        cluster.client, namespace, "sync-customer",
+        {"image": EXAMPLES, "entrypoint": "examples.tasks:sync_customer"},
+    )  # fmt: skip
+    run(cluster.client, namespace, "sync-1", "sync-customer", payload={"customerId": "cus_42"})
+    wait_phase(cluster.client, namespace, "sync-1", "Succeeded", timeout=120)
+    task_pod = cluster.client.get(Pod, "sync-1-a1", namespace=namespace)
+    assert task_pod.status is not None and task_pod.status.containerStatuses is not None
+    example = Layout(images.store).find(EXAMPLES)
+    assert example is not None
+    assert task_pod.status.containerStatuses[0].imageID == example.image_id
+    reader = service_account(cluster, namespace, "reader", [rule(GROUP, ["taskruns"], ["get"])])
+    record = read_run(helm, namespace, "sync-1", reader)
+    assert [step["name"] for step in record["steps"]] == ["fetch_orders", "push_to_crm"]
+    assert record["output"] == {"customerId": "cus_42", "ordersCopied": 2}
     check_user_roles(cluster, namespace, tmp_path)
 
     # An upgrade that changes the pod template replaces the operator; runs keep working.
@@ -270,6 +330,9 @@ def test_install_run_upgrade_uninstall(
     )  # fmt: skip
     second = wait_operator(helm, not_named=first)
     assert second != first
+    assert_runs_inside_its_image(
+        next(p for p in helm.pods() if p["metadata"]["name"] == second), images
+    )
     history = helm("history", RELEASE, "-o", "json")
     assert [r["revision"] for r in json.loads(history.stdout)] == [1, 2]
     run_to_success(cluster, namespace, "hello-2")
