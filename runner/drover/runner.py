@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import os
+import signal
 import ssl
 import sys
 import traceback
@@ -116,7 +117,15 @@ def _trace_id() -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # Stop as the default action would (a task pod deleted or its run canceled), but through
+    # Python, so `finally` blocks run. Needed explicitly: as a container's PID 1 the runner
+    # would otherwise ignore SIGTERM and wait out the grace period.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     _configure_logging()
     env = {k: os.environ.get(k, "") for k in (ENV_API_URL, ENV_RUN_ID, ENV_TOKEN, ENV_ENTRYPOINT)}
     missing = [k for k, v in env.items() if not v]
