@@ -24,8 +24,10 @@ from drover_operator.domain.status import taskrun_status
 from drover_operator.domain.tokens import (
     TOKEN_SECRET_PREFIX,
     attempt_token,
+    secret_matches,
     token_secret_name,
     verify,
+    waitpoint_secret,
 )
 from drover_operator.domain.validation import payload_problem, task_problem
 
@@ -173,6 +175,16 @@ def test_tokens_are_verified_with_the_key_alone() -> None:
         "a.b.c",
     ):
         assert verify(key, forged) is None, forged
+
+
+def test_waitpoint_secrets_refuse_any_other_string_without_raising() -> None:
+    key = b"k" * 32
+    token_id = "0190c5d2-0000-4000-8000-000000000002"
+    secret = waitpoint_secret(key, token_id)
+    assert secret_matches(key, token_id, secret)
+    for wrong in ("", secret[:-1], secret + "A", "\u00d0#\u00fd\u00ad", secret[:-1] + "\u00e9"):
+        assert not secret_matches(key, token_id, wrong), wrong
+    assert not secret_matches(key, "0190c5d2-0000-4000-8000-000000000003", secret)
 
 
 def _pod(phase: str, **status: Any) -> dict[str, Any]:

@@ -197,16 +197,28 @@ def execute(argv: list[str], env: dict[str, str]) -> None:
         raise SandboxError(f'exec: "{argv[0]}": {exc.strerror}') from None
 
 
+def _default_signals() -> None:
+    """Every signal at its default disposition and none blocked, as a runtime starts a
+    container: ignored signals stay ignored across exec, and this process inherits them
+    from Python (SIGPIPE, SIGXFSZ) and from whatever started the node agent (a shell
+    ignores SIGINT and SIGQUIT for a job it runs in the background)."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # the C library's own real-time signals
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def container(spec: dict[str, Any]) -> None:
     """PID 1 of the new namespaces: build the root, become the container, exec."""
     error_fd: int = spec["error_fd"]
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent death signal")
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_IGNORES)
         enter(spec, build_root(spec))
-        # Python ignores these itself, and ignored signals stay ignored across exec.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        _default_signals()
         os.set_inheritable(error_fd, False)  # closed by a successful exec: "started"
         execute(spec["argv"], spec["env"])
     except Exception as exc:

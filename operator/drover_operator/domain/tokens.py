@@ -77,4 +77,5 @@ def waitpoint_secret(key: bytes, token_id: str) -> str:
 
 
 def secret_matches(key: bytes, token_id: str, secret: str) -> bool:
-    return hmac.compare_digest(waitpoint_secret(key, token_id), secret)
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters.
+    return hmac.compare_digest(waitpoint_secret(key, token_id).encode(), secret.encode())
