@@ -23,6 +23,7 @@ after `pivot_root` nothing can be imported.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -205,10 +206,8 @@ def _default_signals() -> None:
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the C library's real-time signals
             signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # the C library's own real-time signals
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
