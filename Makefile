@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help bootstrap binaries tools cluster-up cluster-down dev test test-unit test-store test-e2e lint fmt crds docs helm-lint openapi bench clean
+.PHONY: help bootstrap binaries tools images image-requirements cluster-up cluster-down dev test test-unit test-store test-e2e lint fmt crds docs helm-lint openapi bench clean
 
 # Tests run in parallel (pytest-xdist): they share one cluster and one Postgres, and each
 # isolates itself with a namespace and a database of its own.
@@ -27,6 +27,12 @@ binaries: bootstrap  ## Build (once, cached) kube-apiserver & co. and etcd from 
 
 tools: bootstrap  ## Build (once, cached) helm and promtool, which only some tests need
 	$(PY) -m drover_localcluster build --with helm --with promtool
+
+images: bootstrap  ## Build (once, cached) the operator, runner and example images without Docker
+	$(PY) -m drover_localcluster images
+
+image-requirements: bootstrap  ## Pin the images' dependencies from uv.lock (images/*/requirements.txt)
+	$(PY) -m drover_localcluster image-requirements
 
 cluster-up: binaries  ## Start the local cluster in the background; writes .cluster/env
 	$(PY) -m drover_localcluster up --dir $(CLUSTER_DIR)
@@ -52,7 +58,7 @@ dev: cluster-up  ## Bring everything up, apply the examples and run the operator
 	@echo
 	@source $(CLUSTER_DIR)/env && exec $(VENV)/bin/drover-operator run
 
-test: binaries tools  ## Every test: unit, store, end to end (its own throwaway cluster)
+test: binaries tools images  ## Every test: unit, store, end to end (its own throwaway cluster)
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 test-unit: bootstrap  ## Unit tests only: pure logic, no Postgres, no cluster, no Go tools
@@ -61,7 +67,7 @@ test-unit: bootstrap  ## Unit tests only: pure logic, no Postgres, no cluster, n
 test-store: bootstrap  ## The store against a real Postgres (no cluster)
 	$(VENV)/bin/pytest -m postgres
 
-test-e2e: binaries tools  ## End-to-end tests only
+test-e2e: binaries tools images  ## End-to-end tests only
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m e2e
 
 lint: bootstrap  ## ruff, mypy --strict, the import layers, generated files up to date
@@ -71,6 +77,7 @@ lint: bootstrap  ## ruff, mypy --strict, the import layers, generated files up t
 	$(VENV)/bin/lint-imports
 	$(PY) -m drover_operator.settings --check
 	$(PY) -m drover_operator.api.openapi --check
+	$(PY) -m drover_localcluster image-requirements --check
 
 fmt: bootstrap  ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psycopg
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.batch_v1 import CronJobSpec, JobSpec, JobTemplateSpec
@@ -218,7 +219,8 @@ async def suspended_cost(
 
 
 async def bench(args: argparse.Namespace, cluster: LocalCluster, operator: Operator) -> None:
-    client = AsyncClient(KubeConfig.from_file(str(cluster.kubeconfig)), field_manager="bench")
+    config = KubeConfig.from_file(str(cluster.kubeconfig))
+    client = AsyncClient(config, field_manager="bench", timeout=httpx2.Timeout(120))
     systems = {
         "Drover (wait_until → resumed pod)": drover_trial,
         "Kubernetes CronJob (schedule → pod)": cronjob_trial,
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_workflows", description=__doc__)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--lead", type=float, default=45.0, help="seconds from start to wake")
+    parser.add_argument("--lead", type=float, default=120.0, help="seconds from start to wake")
     parser.add_argument("--suspended", type=int, default=1000)
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="drover-bench-workflows-"))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what the project needs on a fresh Debian machine: system packages (Postgres server),
-# a Python venv with the project and its dev dependencies. Idempotent; the Makefile calls it.
+# Install what the project needs on a fresh Debian machine: system packages (Postgres server;
+# buildah, mmdebstrap, umoci and skopeo for images), a Python venv with the project and its dev
+# dependencies. Idempotent; the Makefile calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -9,6 +10,10 @@ PYTHON=${PYTHON:-python3}
 need_apt=()
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need_apt+=(postgresql)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# Images without Docker (`make images`, pods in images on the local cluster).
+for tool in buildah mmdebstrap umoci skopeo; do
+  command -v "$tool" >/dev/null || need_apt+=("$tool")
+done
 if ((${#need_apt[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "bootstrap: missing ${need_apt[*]} and no apt-get: install them with your package manager" >&2

@@ -1,4 +1,5 @@
-"""`python -m drover_localcluster {build,up,down,status}` — used by the Makefile."""
+"""`python -m drover_localcluster {build,up,down,status,images,image-requirements}` — used by
+the Makefile."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import time
 from pathlib import Path
 
 from drover_localcluster.binaries import ensure_binaries, ensure_helm, ensure_promtool
-from drover_localcluster.cluster import LocalCluster, wait_seconds
+from drover_localcluster.cluster import REPO_ROOT, LocalCluster, wait_seconds
 from drover_localcluster.errors import LocalClusterError
+from drover_localcluster.images import requirements
+from drover_localcluster.images.build import Published, ensure_images
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="drover-localcluster", description=__doc__)
-    parser.add_argument("command", choices=["build", "up", "down", "status"])
+    parser.add_argument(
+        "command", choices=["build", "up", "down", "status", "images", "image-requirements"]
+    )
     parser.add_argument(
         "--with",
         dest="extra",
@@ -22,6 +27,11 @@ def main() -> None:
         choices=["helm", "promtool"],
         default=[],
         help="build: also build this tool (the chart's and the metrics tests'); repeatable",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="image-requirements: only check that images/*/requirements.txt match uv.lock",
     )
     parser.add_argument(
         "--dir",
@@ -40,6 +50,12 @@ def main() -> None:
                 ensure_promtool()
             print(f"binaries ready in {binaries.kubectl.parent.parent}")
             return
+        if args.command == "images":
+            _report(ensure_images(REPO_ROOT))
+            return
+        if args.command == "image-requirements":
+            _requirements(check=args.check)
+            return
         cluster = LocalCluster(args.dir)
         if args.command == "up":
             cluster.up()
@@ -56,6 +72,27 @@ def main() -> None:
             sys.exit(0 if healthy else 1)
     except LocalClusterError as exc:
         sys.exit(f"drover-localcluster: {exc}")
+
+
+def _report(published: Published) -> None:
+    for image in published.images:
+        how = "built" if image.name in published.built else "cached"
+        print(
+            f"{image.reference:45} {how:6} {image.archive_bytes / 2**20:6.1f} MiB compressed "
+            f"{image.unpacked_bytes / 2**20:6.1f} MiB unpacked  "
+            f"{published.archives[image.reference].relative_to(REPO_ROOT)}"
+        )
+    print(f"node image store: {published.store.relative_to(REPO_ROOT)} ({published.seconds:.1f}s)")
+
+
+def _requirements(*, check: bool) -> None:
+    if not check:
+        requirements.write(REPO_ROOT)
+        return
+    stale = requirements.stale(REPO_ROOT)
+    if stale:
+        names = ", ".join(str(p.relative_to(REPO_ROOT)) for p in stale)
+        sys.exit(f"{names} differ from uv.lock: run `make image-requirements`")
 
 
 if __name__ == "__main__":

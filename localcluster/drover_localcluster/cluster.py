@@ -24,6 +24,7 @@ from typing import Any
 from drover_localcluster.binaries import Binaries, ensure_binaries
 from drover_localcluster.controlplane import ControlPlane, Ports
 from drover_localcluster.errors import StartupError
+from drover_localcluster.images.build import image_store, rootfs_cache
 from drover_localcluster.nodeagent.config import AgentConfig
 from drover_localcluster.postgres import Postgres
 from drover_localcluster.processes import alive, free_port, spawn, stop_group, sweep, wait_until
@@ -177,9 +178,9 @@ class LocalCluster:
     def helm_values(self, *, api_port: int | None = None) -> dict[str, Any]:
         """Chart values for installing helm/drover onto this cluster.
 
-        The node agent runs the operator pod as a host process with pod IP 127.0.0.1 and no
-        Service proxying, so task pods reach its API on loopback rather than the Service URL.
-        One replica, replaced with Recreate on upgrades: two would both bind the same port.
+        Pods here share the host's network (pod IP 127.0.0.1) and Services do not proxy, so
+        task pods reach the operator's API on loopback rather than the Service URL. One
+        replica, replaced with Recreate on upgrades: two would both bind the same port.
         """
         assert self.state is not None
         if api_port is None:
@@ -293,6 +294,8 @@ class LocalCluster:
             marker=self.state.marker,
             path_prepend=(str(Path(sys.executable).parent),),
             python_path=(str(REPO_ROOT),),
+            image_store=image_store(REPO_ROOT),
+            rootfs_cache=rootfs_cache(),
             lease_duration_s=self.timing.lease_duration_s,
             lease_renew_s=self.timing.lease_renew_s,
             status_update_s=self.timing.node_status_update_s,

@@ -184,7 +184,9 @@ class ControlPlane:
                 f"--tls-private-key-file={f['serving_key']}",
                 f"--client-ca-file={ca}",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
+                # On top of the defaults; ValidatingAdmissionPolicy (a default since 1.30) is
+                # named because Drover's payload policy and the chart's Task policy need it.
+                "--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",

@@ -13,6 +13,7 @@ from lightkube import AsyncClient
 from drover_operator import handlers
 from drover_operator.api.app import Listen, make_app, serve
 from drover_operator.api.auth import Authenticator, FrontProxy
+from drover_operator.api.limits import RateLimits
 from drover_operator.converge import Converger
 from drover_operator.converge.peering import Peering, ensure_peering
 from drover_operator.domain.tokens import SIGNING_KEY_NAME, WAITPOINT_KEY_NAME
@@ -87,7 +88,8 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
             token_key=await store.keys.get_or_create(WAITPOINT_KEY_NAME),
         ),
     )
-    app = make_app(store, lifecycle, triggers, workflows, auth)
+    limits = RateLimits(settings.api.rate_per_source, settings.api.rate_per_target)
+    app = make_app(store, lifecycle, triggers, workflows, auth, limits)
     # The API is served by every replica, whether or not its kopf handlers are active.
     api = await serve(
         app,

@@ -16,6 +16,7 @@ read variables named after the nesting (`DROVER_RETENTION__PODS`), not the flat 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,6 +65,15 @@ def _comma_list(value: object) -> object:
 
 def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
+
+
+_RATE = re.compile(r"^\d+\s*/\s*(second|minute|hour)$")
+
+
+def _rate(value: str) -> str:
+    if not _RATE.match(value.strip()):
+        raise ValueError("must be `<count>/second`, `<count>/minute` or `<count>/hour`")
+    return value.strip()
 
 
 #: A Go-style duration string (`90s`, `5m`, `1h30m`), as in Task specs.
@@ -155,9 +166,22 @@ class ApiSettings(Group):
     """PEM certificate (chain) of the HTTPS port; empty: no HTTPS, no aggregated API."""
     tls_key_file: Annotated[str, Env("DROVER_API_TLS_KEY_FILE")] = ""
     """Its private key."""
+    ca_file: Annotated[str, Env("DROVER_API_CA_FILE")] = ""
+    """PEM certificates that verify the certificate of `DROVER_API_URL` when it is https; given
+    to SDK task pods (in their token Secret), whose runner then refuses any other server."""
     public_url: Annotated[str | None, Env("DROVER_API_PUBLIC_URL")] = None
     """The API's URL as people and outside systems reach it: the base of waitpoint tokens'
     completion URLs (`drover.create_token().url`); default: the URL task pods use."""
+    rate_per_source: Annotated[str, Env("DROVER_API_RATE_PER_SOURCE"), AfterValidator(_rate)] = (
+        "100/second"
+    )
+    """Requests to webhooks and waitpoint token URLs (the endpoints that need no Kubernetes
+    identity) from one source address, per replica, as `<count>/<second|minute|hour>`; over
+    it: 429 with `Retry-After`."""
+    rate_per_target: Annotated[str, Env("DROVER_API_RATE_PER_TARGET"), AfterValidator(_rate)] = (
+        "50/second"
+    )
+    """Requests to one webhook, or one token's URL, per replica."""
     token_audiences: Annotated[
         list[str], Env("DROVER_API_TOKEN_AUDIENCES"), BeforeValidator(_comma_list)
     ] = Field(default_factory=list)
@@ -168,7 +192,14 @@ class ApiSettings(Group):
     def _tls_pair(self) -> ApiSettings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("DROVER_API_TLS_CERT_FILE and DROVER_API_TLS_KEY_FILE go together")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ValueError(f"DROVER_API_CA_FILE: no such file {self.ca_file!r}")
         return self
+
+    @property
+    def pod_ca(self) -> str:
+        """The PEM given to pods (read once, at start-up)."""
+        return Path(self.ca_file).read_text() if self.ca_file else ""
 
     @property
     def pod_url(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -24,7 +25,15 @@ _RETRYABLE = {429, 500, 502, 503, 504}
 
 
 class RunApi:
-    def __init__(self, base_url: str, run_id: str, token: str, *, deadline_s: float = 300.0):
+    def __init__(
+        self,
+        base_url: str,
+        run_id: str,
+        token: str,
+        *,
+        deadline_s: float = 300.0,
+        ca: str = "",
+    ):
         url = urllib.parse.urlsplit(base_url)
         self.https = url.scheme == "https"
         self.host = url.hostname or "localhost"
@@ -37,6 +46,8 @@ class RunApi:
             PROTOCOL_HEADER: "1",
         }
         self.deadline_s = deadline_s
+        # https: the system's CAs, or exactly the operator's (`DROVER_API_CA`).
+        self.context = ssl.create_default_context(cadata=ca or None) if self.https else None
         self._local = threading.local()
 
     def speak(self, served: int | None) -> int:
@@ -48,8 +59,12 @@ class RunApi:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            conn = cls(self.host, self.port, timeout=30)
+            if self.https:
+                conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=30, context=self.context
+                )
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
             self._local.conn = conn
         return conn
 
@@ -78,6 +93,8 @@ class RunApi:
                 failure: Exception = _api_error(response.status, response.reason, raw)
                 if response.status not in _RETRYABLE:
                     raise failure
+            except ssl.SSLCertVerificationError:
+                raise  # the wrong server, or a misconfigured CA: waiting will not fix it
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection()
                 failure = exc

@@ -17,6 +17,8 @@ import importlib
 import inspect
 import logging
 import os
+import signal
+import ssl
 import sys
 import traceback
 import typing
@@ -31,6 +33,7 @@ from drover._client import RunApi
 from drover._state import AttemptState, LogShipper
 from drover.errors import AbortRun, ApiError, NonDeterminismError, RunCanceled, RunSuspended
 from drover.protocol.names import (
+    ENV_API_CA,
     ENV_API_URL,
     ENV_ATTEMPT,
     ENV_ENTRYPOINT,
@@ -114,7 +117,15 @@ def _trace_id() -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # Stop as the default action would (a task pod deleted or its run canceled), but through
+    # Python, so `finally` blocks run. Needed explicitly: as a container's PID 1 the runner
+    # would otherwise ignore SIGTERM and wait out the grace period.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     _configure_logging()
     env = {k: os.environ.get(k, "") for k in (ENV_API_URL, ENV_RUN_ID, ENV_TOKEN, ENV_ENTRYPOINT)}
     missing = [k for k, v in env.items() if not v]
@@ -127,12 +138,17 @@ def main() -> int:
         attempt=int(attempt) if attempt.isdigit() else None,
         trace_id=_trace_id(),
     )
-    api = RunApi(env[ENV_API_URL], env[ENV_RUN_ID], env[ENV_TOKEN])
+    api = RunApi(
+        env[ENV_API_URL], env[ENV_RUN_ID], env[ENV_TOKEN], ca=os.environ.get(ENV_API_CA, "")
+    )
     try:
         context = RunContext.model_validate(api.call("GET", "/context"))
     except ApiError as exc:
         print(f"drover-runner: {exc}", file=sys.stderr)
         return EXIT_FINAL if exc.status == 409 else EXIT_FAILED
+    except ssl.SSLError as exc:
+        print(f"drover-runner: the run API at {env[ENV_API_URL]}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     api.speak(context.protocol)
     shipper = LogShipper(api)
     state = AttemptState(api, context, shipper)

@@ -16,9 +16,10 @@ from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from drover_localcluster.cluster import LocalCluster
+from drover_localcluster.images.build import Published
 from drover_localcluster.processes import alive, marked_pids
 from tests.conftest import E2ECluster, wait_for
-from tests.e2e.pods import logs, pod, python, wait_gone, wait_phase
+from tests.e2e.pods import logs, main_status, pod, python, wait_gone, wait_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -149,8 +150,9 @@ def test_node_turns_not_ready_after_its_agent_stops(cluster: E2ECluster) -> None
         cluster.client.delete(Node, name)
 
 
-def test_cluster_down_leaves_no_process() -> None:
-    """Even a pod process that escaped into its own session is stopped by cluster-down."""
+def test_cluster_down_leaves_no_process(images: Published) -> None:
+    """Even a pod process that escaped into its own session is stopped by cluster-down, and
+    so is a pod inside an image."""
     directory = Path(tempfile.mkdtemp(prefix="drover-test-down-"))
     directory.chmod(0o755)
     other = LocalCluster(directory)
@@ -167,12 +169,18 @@ def test_cluster_down_leaves_no_process() -> None:
             return int(out[0]) if out else None
 
         escaped = wait_for(printed, what="the escaped pid")
+        inside = pod("inside", "default", ["sleep", "600"])
+        assert inside.spec is not None
+        inside.spec.containers[0].image = "ghcr.io/drover-dev/drover-runner:0.1.0"
+        client.create(inside)
+        running = wait_phase(client, "default", "inside", "Running")
+        contained = int(main_status(running)["containerID"].split("://")[1])
         client.close()
         assert os.getsid(escaped) == escaped  # its own session, outside the pod's group
-        assert escaped in marked_pids(marker)
+        assert {escaped, contained} <= set(marked_pids(marker))
         other.down()
         assert marked_pids(marker) == []
-        assert not alive(escaped)
+        assert not alive(escaped) and not alive(contained)
     finally:
         other.down()
         shutil.rmtree(directory, ignore_errors=True)

@@ -59,7 +59,13 @@ def effects(directory: Path) -> Counter[str]:
 
 
 def token(cluster: E2ECluster, namespace: str, pod: str) -> str:
-    secret = cluster.client.get(Secret, f"{pod}-token", namespace=namespace)
+    """The attempt's token, from the Secret its pod's `DROVER_TOKEN` comes from."""
+    spec = cluster.client.get(Pod, pod, namespace=namespace).spec
+    assert spec is not None
+    env = {e.name: e for e in spec.containers[0].env or []}
+    source = env["DROVER_TOKEN"].valueFrom
+    assert source is not None and source.secretKeyRef is not None and source.secretKeyRef.name
+    secret = cluster.client.get(Secret, source.secretKeyRef.name, namespace=namespace)
     assert secret.data is not None
     return base64.b64decode(secret.data["token"]).decode()
 

@@ -4,6 +4,7 @@ lifecycle's rules, as the operator runs it) and checked by reading the tables di
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -295,5 +296,34 @@ def test_unlimited_admission_takes_every_waiting_run(with_store: Runner[Any]) ->
             await add_run(store, f"r{i}", created_at=NOW + dt.timedelta(microseconds=i))
         admitted = await store.admission.admit("ns", "t", POLICY)
         assert len(admitted) == 450 and await active_slots(store) == 450
+
+    with_store(scenario)
+
+
+def test_one_replica_at_a_time_writes_a_runs_status(with_store: Runner[Any], dsn: str) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        run_ids = [await add_run(store, f"r{i}") for i in range(4)]
+        other = await Store.open(dsn, 4)  # a second replica
+        try:
+            mine, theirs = await asyncio.gather(store.runs.unpushed(10), other.runs.unpushed(10))
+            claimed = [r.id for r in mine] + [r.id for r in theirs]
+            assert sorted(claimed) == sorted(run_ids)  # each claimed once
+            assert await store.runs.unpushed(10) == []  # leased
+            first = (mine or theirs)[0]
+            await store.runs.mark_pushed(first.id, first.version)
+            await store.runs.release_push(claimed[-1])
+            again = [r.id for r in await other.runs.unpushed(10)]
+            assert again == [claimed[-1]]  # released, not pushed: claimable again
+            # A newer version after a push is behind again, and claimable once the lease ends.
+            async with store.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE drover_runs SET version = version + 1, push_lease_until = NULL"
+                    " WHERE id = %s",
+                    (first.id,),
+                )
+            assert [r.id for r in await store.runs.unpushed(10)] == [first.id]
+        finally:
+            await other.close()
 
     with_store(scenario)

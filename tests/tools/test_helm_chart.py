@@ -15,6 +15,7 @@ import yaml
 from cryptography import x509
 
 from drover_localcluster.binaries import ensure_helm
+from drover_operator.domain.tokens import TOKEN_SECRET_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "drover"
@@ -71,6 +72,14 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(docs)["env"]}
 
 
+def operator_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ClusterRole (the chart also ships roles for users)."""
+    [role] = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] not in USER_ROLES
+    ]
+    return role
+
+
 def rules(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in docs:
         if doc["kind"] in ("ClusterRole", "Role"):
@@ -95,7 +104,8 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
         [
             "APIService",
             "ClusterKopfPeering",
-            "ClusterRole",
+            "ClusterRole",  # the operator's
+            *["ClusterRole"] * len(USER_ROLES),  # drover-task-author, -run-trigger, ...
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
@@ -108,14 +118,14 @@ def test_default_install_is_cluster_wide(helm: Path) -> None:
     )
     env = env_of(docs)
     assert env["DROVER_NAMESPACES"] == ""
-    assert env["DROVER_API_URL"] == "http://rel-drover.drover-system.svc:8080"
+    assert env["DROVER_API_URL"] == "https://rel-drover.drover-system.svc:8443"
     assert env["DROVER_DATABASE_URL"] == {
         "secretKeyRef": {"name": "rel-drover-database", "key": "url"}
     }
     peering = one(docs, "ClusterKopfPeering")["metadata"]["name"]
     assert env["DROVER_PEERING"] == peering == "drover-system-rel-drover"
     # Cluster-scoped names carry namespace and release: two installs never collide.
-    assert one(docs, "ClusterRole")["metadata"]["name"] == "drover-system-rel-drover"
+    assert operator_role(docs)["metadata"]["name"] == "drover-system-rel-drover"
     secret = named(docs, "Secret", "rel-drover-database")
     assert secret["stringData"]["url"] == DB.split("=", 1)[1]
     container = operator_container(docs)
@@ -153,7 +163,7 @@ def test_namespaced_mode(helm: Path) -> None:
         {"kind": "ServiceAccount", "name": "rel-drover", "namespace": "drover-system"}
     ]
     # The ClusterRole keeps only the cluster-scoped calls: no access to pods or TaskRuns.
-    cluster_resources = {r for rule in one(docs, "ClusterRole")["rules"] for r in rule["resources"]}
+    cluster_resources = {r for rule in operator_role(docs)["rules"] for r in rule["resources"]}
     assert cluster_resources == {
         "customresourcedefinitions",
         "tokenreviews",
@@ -211,9 +221,9 @@ def test_rbac_has_no_wildcards(helm: Path, sets: tuple[str, ...]) -> None:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], f"{kind} rule {rule}"
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-        # The operator writes per-attempt token Secrets but never reads Secrets.
+        # The operator creates per-attempt token Secrets; it never reads or changes one.
         if "secrets" in rule["resources"]:
-            assert set(rule["verbs"]) == {"create", "patch"}
+            assert set(rule["verbs"]) == {"create"}
 
 
 @pytest.mark.parametrize(
@@ -312,3 +322,154 @@ def test_the_aggregated_api_is_registered_with_its_own_certificate(helm: Path) -
     assert one(local, "APIService")["spec"]["service"]["name"] == "rel-drover-aggregated"
     off = render(helm, DB, "aggregation.enabled=false")
     assert "APIService" not in kinds(off) and "DROVER_API_TLS_PORT" not in env_of(off)
+
+
+USER_ROLES = (
+    "drover-task-author",
+    "drover-run-trigger",
+    "drover-viewer",
+    "drover-waitpoint-completer",
+)
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def cluster_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+
+
+def test_user_roles_are_shipped_and_aggregated(helm: Path) -> None:
+    roles = cluster_roles(render(helm, DB))
+    assert set(USER_ROLES) <= set(roles)
+    aggregated = {
+        name: sorted(k.removeprefix(AGGREGATE) for k in roles[name]["metadata"]["labels"]
+                     if k.startswith(AGGREGATE))
+        for name in USER_ROLES
+    }  # fmt: skip
+    # Creating Tasks runs pods as any ServiceAccount: never part of `view`.
+    assert aggregated == {
+        "drover-task-author": ["admin", "edit"],
+        "drover-run-trigger": ["admin", "edit"],
+        "drover-viewer": ["admin", "edit", "view"],
+        "drover-waitpoint-completer": ["admin", "edit"],
+    }
+
+    def verbs(role: str, resource: str) -> set[str]:
+        return {
+            verb
+            for rule in roles[role]["rules"]
+            if resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+
+    writes = {"create", "update", "patch", "delete"}
+    assert writes <= verbs("drover-task-author", "tasks")
+    assert not verbs("drover-task-author", "taskruns")
+    assert writes <= verbs("drover-run-trigger", "taskruns")
+    assert verbs("drover-run-trigger", "tasks") == {"get", "list", "watch"}
+    for role in USER_ROLES:  # nobody but the operator writes status
+        assert not writes & (verbs(role, "tasks/status") | verbs(role, "taskruns/status"))
+    for resource in ("tasks", "taskruns"):
+        assert verbs("drover-viewer", resource) == {"get", "list", "watch"}
+    # Approving (completing tokens) is its own grant: neither triggering nor viewing gives it.
+    assert "update" in verbs("drover-waitpoint-completer", "waitpoints")
+    assert "create" in verbs("drover-waitpoint-completer", "waitpoints/complete")
+    for role in ("drover-viewer", "drover-run-trigger"):
+        assert not {"update", "create"} & (
+            verbs(role, "waitpoints") | verbs(role, "waitpoints/complete")
+        )
+    # Only Drover's groups: the roles grant nothing else (no pods, no Secrets).
+    assert {g for r in USER_ROLES for rule in roles[r]["rules"] for g in rule["apiGroups"]} == {
+        "drover.dev",
+        "api.drover.dev",
+    }
+    unaggregated = cluster_roles(render(helm, DB, "userRoles.aggregate=false"))
+    assert not any(
+        k.startswith(AGGREGATE) for r in USER_ROLES for k in unaggregated[r]["metadata"]["labels"]
+    )
+    assert not set(USER_ROLES) & set(cluster_roles(render(helm, DB, "userRoles.create=false")))
+
+
+def test_task_policy_is_optional_and_bound_where_the_operator_watches(helm: Path) -> None:
+    assert "ValidatingAdmissionPolicy" not in kinds(render(helm, DB))
+    docs = render(helm, DB, "taskPolicy.enabled=true", "operator.namespaces={shop,billing}")
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "billing"]}
+    ]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    # The prefix the operator gives token Secrets, as a CEL string.
+    assert variables["tokenPrefix"] == f"'{TOKEN_SECRET_PREFIX}'"
+    assert json.loads(variables["allowedAccounts"]) == []
+    assert "hostPath" not in json.loads(variables["volumeTypes"])
+    cluster_wide = render(
+        helm,
+        DB,
+        "taskPolicy.enabled=true",
+        "taskPolicy.namespaceSelector.matchLabels.drover=on",
+        "taskPolicy.serviceAccountNames={worker,reporter}",
+        "taskPolicy.validationActions={Warn,Audit}",
+    )
+    binding = one(cluster_wide, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"drover": "on"}
+    }
+    assert binding["spec"]["validationActions"] == ["Warn", "Audit"]
+    variables = {
+        v["name"]: v["expression"]
+        for v in one(cluster_wide, "ValidatingAdmissionPolicy")["spec"]["variables"]
+    }
+    assert json.loads(variables["allowedAccounts"]) == ["worker", "reporter"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "field"),
+    [
+        (("taskPolicy.volumeTypes={hostPath}",), "volumeTypes"),
+        (("taskPolicy.serviceAccountNames={Not An Account}",), "serviceAccountNames"),
+        (("taskPolicy.validationActions={Deny,Warn}",), "validationActions"),
+        (("taskPolicy.validationActions={Block}",), "validationActions"),
+        (("userRoles.create=maybe",), "create"),
+    ],
+)
+def test_schema_refuses_bad_policy_values(helm: Path, sets: tuple[str, ...], field: str) -> None:
+    message = refusal(helm, DB, *sets)
+    assert "values don't meet the specifications of the schema" in message, message
+    assert field in message, message
+
+
+def test_task_pods_reach_the_api_over_tls_when_the_chart_has_a_certificate(helm: Path) -> None:
+    env = env_of(render(helm, DB))
+    assert env["DROVER_API_URL"] == "https://rel-drover.drover-system.svc:8443"
+    assert env["DROVER_API_CA_FILE"] == "/etc/drover/tls/ca.crt"  # mounted with the cert
+    plain = env_of(render(helm, DB, "api.tls=false"))
+    assert plain["DROVER_API_URL"] == "http://rel-drover.drover-system.svc:8080"
+    assert "DROVER_API_CA_FILE" not in plain
+    without = env_of(render(helm, DB, "aggregation.enabled=false"))
+    assert without["DROVER_API_URL"].startswith("http://") and "DROVER_API_CA_FILE" not in without
+    given = env_of(render(helm, DB, "api.url=https://drover.example.com"))
+    assert given["DROVER_API_URL"] == "https://drover.example.com"
+
+
+def test_a_network_policy_can_restrict_who_reaches_the_api(helm: Path) -> None:
+    assert "NetworkPolicy" not in kinds(render(helm, DB))
+    docs = render(
+        helm,
+        DB,
+        "networkPolicy.enabled=true",
+        "networkPolicy.from[0].ipBlock.cidr=10.0.0.0/24",
+    )
+    policy = one(docs, "NetworkPolicy")
+    [rule] = policy["spec"]["ingress"]
+    task_pods, api_server = rule["from"]
+    assert task_pods["podSelector"]["matchExpressions"] == [
+        {"key": "drover.dev/run-uid", "operator": "Exists"}
+    ]
+    assert task_pods["namespaceSelector"] == {}
+    assert api_server == {"ipBlock": {"cidr": "10.0.0.0/24"}}
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 8443]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    operator = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= operator.items()

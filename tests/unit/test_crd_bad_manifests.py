@@ -3,6 +3,10 @@
 The table is shared: `tests/e2e/test_crd_validation.py` applies every case to the real API
 server; here the pydantic models must refuse the same input (where Python can tell), so the
 models and the generated CRD schema stay in agreement.
+
+Update cases carry `before`: the API server must accept `before`, then refuse `manifest` as
+a change to it (CEL transition rules, and the payload policy shipped with the CRDs). Python
+cannot tell those (a model sees one object, not a transition): there both must be valid.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class BadManifest:
     field: str
     message: str | None = None  # an extra fragment the API server's message must contain
     python: bool = True  # False: only the API server can tell (e.g. name length)
+    before: dict[str, Any] | None = None  # an update: this is applied first, and accepted
 
 
 def _patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +86,32 @@ def run(spec: dict[str, Any] | None = None, *, name: str = "bad-run") -> dict[st
 
 def _without_spec(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in manifest.items() if k != "spec"}
+
+
+#: The TaskRun every update case starts from (each under a name of its own).
+RUN_BEFORE: dict[str, Any] = {
+    "concurrencyKey": "tenant-1",
+    "delay": "5m",
+    "tags": {"tenant": "tenant-1"},
+    "payload": {"customer": "cus_1", "lines": [{"sku": "a", "qty": 1}], "note": None},
+}
+
+
+def run_update(
+    id: str,
+    change: dict[str, Any],
+    field: str,
+    message: str = "immutable",
+    *,
+    before: dict[str, Any] = RUN_BEFORE,
+) -> BadManifest:
+    """A TaskRun created with spec `before`, then applied again with top-level spec fields
+    replaced by `change` (`DELETE` removes one)."""
+    name = id  # one object per case
+    after = {k: v for k, v in {**before, **change}.items() if v is not DELETE}
+    return BadManifest(
+        id, run(after, name=name), field, message, python=False, before=run(before, name=name)
+    )
 
 
 B = BadManifest
@@ -277,6 +308,46 @@ BAD_MANIFESTS: list[BadManifest] = [
     B("run-too-many-tags", run({"tags": {f"t{i}": "x" for i in range(33)}}), "spec.tags"),
     B("run-unknown-field", run({"taskref": {"name": "noop"}}), "spec.taskref", "not declared"),
     B("run-name-too-long", run(name="r" * 254), "metadata.name", python=False),
+    # --- TaskRun updates: the spec is immutable except `cancel`, which only goes to true
+    run_update("update-task-ref", {"taskRef": {"name": "other"}}, "spec.taskRef.name"),
+    run_update("update-priority", {"priority": 7}, "spec.priority"),
+    run_update("update-concurrency-key", {"concurrencyKey": "tenant-2"}, "spec.concurrencyKey"),
+    run_update("update-concurrency-key-removed", {"concurrencyKey": DELETE}, "spec.concurrencyKey"),
+    run_update("update-delay", {"delay": "10m"}, "spec.delay"),
+    run_update(
+        "update-delay-to-not-before",
+        {"notBefore": "2030-01-01T00:00:00Z", "delay": DELETE},
+        "spec.notBefore",
+    ),
+    run_update("update-ttl-added", {"ttl": "1h"}, "spec.ttl"),
+    run_update("update-tags", {"tags": {"tenant": "tenant-2"}}, "spec.tags"),
+    run_update(
+        "update-cancel-undone",
+        {"cancel": False},
+        "spec.cancel",
+        "cannot be set back to false",
+        before={**RUN_BEFORE, "cancel": True},
+    ),
+    # The payload is what the run received: `kubectl get -o yaml` must keep showing it.
+    run_update("update-payload", {"payload": {"customer": "cus_2"}}, "spec.payload"),
+    run_update(
+        "update-payload-deep",
+        {"payload": {"customer": "cus_1", "lines": [{"sku": "a", "qty": 2}], "note": None}},
+        "spec.payload",
+    ),
+    run_update("update-payload-type", {"payload": "cus_1"}, "spec.payload"),
+    run_update("update-payload-removed", {"payload": DELETE}, "spec.payload"),
+    run_update(
+        "update-payload-added",
+        {"payload": {"customer": "cus_1"}},
+        "spec.payload",
+        before={k: v for k, v in RUN_BEFORE.items() if k != "payload"},
+    ),
+    run_update(  # cancel may change; the payload still may not, in the same write
+        "update-payload-with-cancel",
+        {"cancel": True, "payload": {"customer": "cus_2"}},
+        "spec.payload",
+    ),
 ]
 
 
@@ -297,6 +368,16 @@ def test_case_ids_are_unique() -> None:
 def test_base_manifests_are_valid(manifest: dict[str, Any]) -> None:
     model = Task if manifest["kind"] == "Task" else TaskRun
     model.model_validate(manifest)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in BAD_MANIFESTS if c.before is not None], ids=lambda c: str(c.id)
+)
+def test_update_cases_are_valid_on_their_own(case: BadManifest) -> None:
+    # Only the change is wrong, so the API server's refusal is about the transition.
+    assert case.before is not None
+    for manifest in (case.before, case.manifest):
+        TaskRun.model_validate(manifest)
 
 
 @pytest.mark.parametrize("case", [c for c in BAD_MANIFESTS if c.python], ids=lambda c: str(c.id))

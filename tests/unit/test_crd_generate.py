@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from drover_operator.crd.__main__ import check, main
-from drover_operator.crd.definitions import HEADER, RESOURCES, crd_manifest, generated_files
+from drover_operator.crd.definitions import (
+    HEADER,
+    POLICY_FILE,
+    POLICY_HEADER,
+    RESOURCES,
+    crd_manifest,
+    generated_files,
+)
 from drover_operator.crd.schema import iter_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +59,11 @@ def test_generation_is_deterministic_across_processes(tmp_path: Path) -> None:
         )  # fmt: skip
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) == {"drover.dev_tasks.yaml", "drover.dev_taskruns.yaml"}
+    assert set(outputs[0]) == {
+        "drover.dev_tasks.yaml",
+        "drover.dev_taskruns.yaml",
+        "drover.dev_taskruns-payload-policy.yaml",
+    }
     assert generated_files() == {k: v.decode() for k, v in outputs[0].items()}
 
 
@@ -71,10 +82,14 @@ def test_check_mode_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_files_have_header_and_parse() -> None:
     for name, text in generated_files().items():
-        assert text.startswith(HEADER), name
-        assert "do not edit" in text
-        manifest = yaml.safe_load(text)
-        assert manifest["kind"] == "CustomResourceDefinition"
+        assert "do not edit" in text.split("\n---", 1)[0], name
+        kinds = [doc["kind"] for doc in yaml.safe_load_all(text)]
+        if name == POLICY_FILE:
+            assert text.startswith(POLICY_HEADER)
+            assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+        else:
+            assert text.startswith(HEADER), name
+            assert kinds == ["CustomResourceDefinition"]
 
 
 def test_resource_names() -> None:

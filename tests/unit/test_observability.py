@@ -53,7 +53,9 @@ def test_pods_carry_the_attempts_traceparent() -> None:
     from drover_operator.crd import TaskSpec
 
     task = TaskSpec.model_validate({"image": "busybox", "entrypoint": "m:f"})
-    request = PodRequest("ns", "r", RUN, "t", 2, 3, task, otlp_endpoint="http://otel:4318")
+    request = PodRequest(
+        "ns", "r", RUN, "t", 2, 3, task, otlp_endpoint="http://otel:4318", token_secret="s"
+    )
     env = {e["name"]: e.get("value") for e in build_pod(request)["spec"]["containers"][0]["env"]}
     assert env["TRACEPARENT"] == traces.traceparent(RUN, 2)
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"

@@ -7,6 +7,8 @@ import random
 import re
 from typing import Any
 
+import pytest
+
 from drover_operator.crd import TaskSpec
 from drover_operator.domain.attempts import (
     AttemptState,
@@ -19,6 +21,14 @@ from drover_operator.domain.lifecycle import Slots, end_of_attempt, next_phase
 from drover_operator.domain.pods import PodRequest, build_pod, label_value, pod_name, token_secret
 from drover_operator.domain.records import AttemptSummary, UnpushedRun
 from drover_operator.domain.status import taskrun_status
+from drover_operator.domain.tokens import (
+    TOKEN_SECRET_PREFIX,
+    attempt_token,
+    secret_matches,
+    token_secret_name,
+    verify,
+    waitpoint_secret,
+)
 from drover_operator.domain.validation import payload_problem, task_problem
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -59,7 +69,7 @@ def test_a_resumed_attempt_gets_its_own_pod_and_what_is_left_of_max_duration() -
     assert pod["spec"]["activeDeadlineSeconds"] == 30
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["DROVER_ATTEMPT"]["value"] == "2"
-    assert token_secret(request, "token")["metadata"]["name"] == "run-a2-r5-token"
+    assert token_secret(request, "token")["metadata"]["labels"]["drover.dev/execution"] == "5"
 
 
 def test_label_values_are_valid_for_any_name() -> None:
@@ -107,7 +117,10 @@ def test_pod_manifest_from_a_task() -> None:
 
 def test_sdk_task_pods_run_the_runner_without_api_access() -> None:
     task = TaskSpec.model_validate({"image": "img", "entrypoint": "shop.tasks:sync"})
-    request = PodRequest("ns", "run", "uid", "t", 1, 3, task, api_url="http://api:8080")
+    secret_name = "drover-token-run-a1-0123456789abcdef"
+    request = PodRequest(
+        "ns", "run", "uid", "t", 1, 3, task, api_url="http://api:8080", token_secret=secret_name
+    )
     pod = build_pod(request)
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "drover.runner"]
@@ -116,11 +129,62 @@ def test_sdk_task_pods_run_the_runner_without_api_access() -> None:
     assert env["DROVER_API_URL"]["value"] == "http://api:8080"
     # The attempt's credential comes from its own Secret, never inline.
     secret_ref = env["DROVER_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert secret_ref == {"name": "run-a1-token", "key": "token"}
+    assert secret_ref == {"name": secret_name, "key": "token"}
     secret = token_secret(request, "tok")
-    assert secret["metadata"]["name"] == "run-a1-token"
+    assert secret["metadata"]["name"] == secret_name
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid"
     assert pod["spec"]["automountServiceAccountToken"] is False
+    # Without the Secret's name there is no SDK pod (it would reference no Secret).
+    with pytest.raises(ValueError, match="token_secret"):
+        build_pod(PodRequest("ns", "run", "uid", "t", 1, 3, task))
+
+
+def test_token_secret_names_cannot_be_known_without_the_key() -> None:
+    run_id = "0190c5d2-0000-4000-8000-000000000001"
+    name = token_secret_name(b"k" * 32, run_id, 1, "run-a1")
+    assert re.fullmatch(r"drover-token-run-a1-[0-9a-f]{16}", name)
+    assert name.startswith(TOKEN_SECRET_PREFIX)
+    # Another key, attempt or run: another name; the same inputs: the same name (idempotent).
+    assert name == token_secret_name(b"k" * 32, run_id, 1, "run-a1")
+    others = {
+        token_secret_name(b"j" * 32, run_id, 1, "run-a1"),
+        token_secret_name(b"k" * 32, run_id, 2, "run-a1"),
+        token_secret_name(b"k" * 32, run_id.replace("1", "2"), 1, "run-a1"),
+    }
+    assert name not in others and len(others) == 3
+    # The longest pod name still gives a valid Secret name (a DNS subdomain).
+    long_name = token_secret_name(b"k" * 32, run_id, 1, "p" * 63)
+    assert len(long_name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", long_name)
+
+
+def test_tokens_are_verified_with_the_key_alone() -> None:
+    run_id = "0190c5d2-0000-4000-8000-000000000001"
+    key = b"k" * 32
+    token = attempt_token(key, run_id, 3)
+    assert verify(key, token) == (run_id, 3)
+    assert verify(b"j" * 32, token) is None  # another key
+    mac = token.rsplit(".", 1)[1]
+    for forged in (
+        f"{run_id}.4.{mac}",  # another attempt
+        f"{run_id.upper()}.3.{mac}",  # not the canonical form
+        f"{run_id}.03.{mac}",
+        f"{run_id}.\u0663.{mac}",  # a non-ASCII digit
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        token + "\u00e9",
+        "",
+        "a.b.c",
+    ):
+        assert verify(key, forged) is None, forged
+
+
+def test_waitpoint_secrets_refuse_any_other_string_without_raising() -> None:
+    key = b"k" * 32
+    token_id = "0190c5d2-0000-4000-8000-000000000002"
+    secret = waitpoint_secret(key, token_id)
+    assert secret_matches(key, token_id, secret)
+    for wrong in ("", secret[:-1], secret + "A", "\u00d0#\u00fd\u00ad", secret[:-1] + "\u00e9"):
+        assert not secret_matches(key, token_id, wrong), wrong
+    assert not secret_matches(key, "0190c5d2-0000-4000-8000-000000000003", secret)
 
 
 def _pod(phase: str, **status: Any) -> dict[str, Any]:

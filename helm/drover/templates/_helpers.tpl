@@ -58,9 +58,16 @@ app.kubernetes.io/part-of: drover
 {{- define "drover.apiURL" -}}
 {{- if .Values.api.url }}
 {{- .Values.api.url }}
+{{- else if (include "drover.podTLS" .) }}
+{{- printf "https://%s.%s.svc:%d" (include "drover.fullname" .) .Release.Namespace (int .Values.aggregation.port) }}
 {{- else }}
 {{- printf "http://%s.%s.svc:%d" (include "drover.fullname" .) .Release.Namespace (int .Values.service.port) }}
 {{- end }}
+{{- end }}
+
+{{/* Task pods reach the API over HTTPS, verifying it with the certificate's ca.crt. */}}
+{{- define "drover.podTLS" -}}
+{{- if and .Values.aggregation.enabled .Values.api.tls }}true{{ end }}
 {{- end }}
 
 {{/* The Secret with the HTTPS certificate of the aggregated API. */}}

@@ -25,9 +25,11 @@ from lightkube.types import PatchType
 
 from drover_localcluster.nodeagent.config import PASSTHROUGH_ENV, AgentConfig
 from drover_localcluster.nodeagent.containers import now
+from drover_localcluster.nodeagent.images import ImageStore
 from drover_localcluster.nodeagent.logserver import make_app, ssl_context
 from drover_localcluster.nodeagent.podenv import decode_secret
 from drover_localcluster.nodeagent.podworker import PodWorker
+from drover_localcluster.nodeagent.serviceproxy import ApiServerProxy
 from drover_localcluster.nodeagent.status import HOST_IP
 from drover_localcluster.nodeagent.tokens import TokenManager
 from drover_localcluster.processes import MARKER_ENV
@@ -66,30 +68,37 @@ class NodeAgent:
             "ephemeral-storage": "100Gi",
         }
         self.tokens = TokenManager(self.client, config.apiserver_url, config.cluster_ca)
+        port = int(config.apiserver_url.rsplit(":", 1)[1])
+        self.service_proxy = ApiServerProxy(port, f"{config.marker}/{config.node_name}")
+        self.images = ImageStore(
+            config.image_store, config.rootfs_cache or config.state_dir / "rootfs"
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
 
     # -- services for pod workers ------------------------------------------------------------
 
     def base_env(self, pod: Pod) -> dict[str, str]:
-        """What every container process starts with, before the pod's own env."""
-        assert pod.metadata is not None
+        """What every host-process container starts with, before the pod's own env."""
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
         if self.config.path_prepend:
             env["PATH"] = os.pathsep.join([*self.config.path_prepend, env.get("PATH", "")])
         if self.config.python_path:
             env["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
+        return {**env, **self.cluster_env(pod)}
+
+    def cluster_env(self, pod: Pod) -> dict[str, str]:
+        """What the kubelet adds to every container: its hostname and where the API server
+        is (pods share the host's network here); and the cluster's process marker."""
+        assert pod.metadata is not None
         port = self.config.apiserver_url.rsplit(":", 1)[1]
-        env.update(
-            {
-                "HOSTNAME": pod.metadata.name or "",
-                "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-                "KUBERNETES_SERVICE_PORT": port,
-                "KUBERNETES_SERVICE_PORT_HTTPS": port,
-                MARKER_ENV: self.config.marker,
-            }
-        )
-        return env
+        return {
+            "HOSTNAME": pod.metadata.name or "",
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            MARKER_ENV: self.config.marker,
+        }
 
     async def lookup(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         try:
@@ -202,8 +211,8 @@ class NodeAgent:
                 "systemUUID": "",
                 "bootID": "",
                 "kernelVersion": platform.release(),
-                "osImage": "Drover node agent (host processes)",
-                "containerRuntimeVersion": "drover-host://0.1",
+                "osImage": "Drover node agent (images from its local store, else host processes)",
+                "containerRuntimeVersion": "drover://0.2",
                 "kubeletVersion": f"v{self.config.kubernetes_version}",
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
@@ -340,6 +349,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.register()
+        await self.service_proxy.start()
         runner = web.AppRunner(make_app(self.find), access_log=None)
         await runner.setup()
         site = web.TCPSite(
@@ -363,4 +373,5 @@ class NodeAgent:
             *(w._stop_all(5.0) for w in list(self.workers.values())), return_exceptions=True
         )
         await runner.cleanup()
+        await self.service_proxy.close()
         await self.client.close()

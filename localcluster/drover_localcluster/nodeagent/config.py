@@ -46,6 +46,11 @@ class AgentConfig:
     path_prepend: tuple[str, ...] = ()
     # PYTHONPATH in pods: the checkout stands in for a task image's code.
     python_path: tuple[str, ...] = ()
+    # The OCI layout of images whose pods run inside them (`make images`: dist/images/oci);
+    # pods with other images run as host processes.
+    image_store: Path | None = None
+    # Where images' root filesystems are unpacked, shared by clusters (built once per image).
+    rootfs_cache: Path | None = None
     lease_duration_s: int = 40
     lease_renew_s: float = 2.0
     status_update_s: float = 5.0
@@ -62,9 +67,10 @@ class AgentConfig:
     @classmethod
     def from_json(cls, data: dict[str, object]) -> AgentConfig:
         paths = {"kubeconfig", "state_dir", "cluster_ca", "serving_cert", "serving_key"}
+        paths |= {"image_store", "rootfs_cache"}
         values: dict[str, object] = {}
         for key, value in data.items():
-            if key in paths:
+            if key in paths and value is not None:
                 values[key] = Path(str(value))
             elif key in ("path_prepend", "python_path") and isinstance(value, list):
                 values[key] = tuple(str(v) for v in value)

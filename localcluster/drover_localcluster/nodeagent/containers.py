@@ -1,4 +1,5 @@
-"""One container as a host process: start, capture output to a log file, stop.
+"""One container's process: start, capture output to a log file, stop. A host process, or
+`unshare` running a container inside its image (imagerun.py).
 
 Each process runs in its own session, so stopping it signals its whole process tree.
 Log lines are stored as `<RFC 3339 time> <stream> <line>`, like the CRI log format, so the
@@ -49,12 +50,18 @@ class ContainerProcess:
 
     @classmethod
     async def start(
-        cls, argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path
+        cls,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        *,
+        pass_fds: tuple[int, ...] = (),
     ) -> ContainerProcess:
         if not argv:
             raise ContainerStartError(
-                "no command: the Drover node agent runs host processes and cannot read an "
-                "image's entrypoint; set the container's `command`"
+                "no command: this container's image is not in the node's image store, so it "
+                "runs as a host process and has no ENTRYPOINT to fall back on; set `command`"
             )
         executable = argv[0]
         if "/" not in executable:
@@ -78,6 +85,7 @@ class ContainerProcess:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 limit=_READ_LIMIT,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise ContainerStartError(f"exec: {executable!r}: {exc.strerror or exc}") from exc

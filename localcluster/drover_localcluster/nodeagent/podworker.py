@@ -1,5 +1,7 @@
-"""The life of one pod on the node: env, init containers, containers, restarts, deadline,
-graceful deletion — reported through the pod's status as the kubelet reports it."""
+"""The life of one pod on the node: images, volumes, env, init containers, containers,
+restarts, deadline, graceful deletion — reported through the pod's status as the kubelet
+reports it. A container whose image is in the node's store runs inside it (imagerun.py);
+any other runs as a host process."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightkube import ApiError
 from lightkube.models.core_v1 import Container
 from lightkube.resources.core_v1 import Pod
 
+from drover_localcluster.nodeagent import imagerun
 from drover_localcluster.nodeagent.containers import ContainerProcess, ContainerStartError, now
+from drover_localcluster.nodeagent.images import ImageUnpackError, PreparedImage
+from drover_localcluster.nodeagent.launch import HostLaunch, ImageLaunch
 from drover_localcluster.nodeagent.podenv import EnvError, container_argv, container_env
 from drover_localcluster.nodeagent.status import ContainerRecord, Terminated, pod_status
+from drover_localcluster.nodeagent.volumes import PodVolumes, VolumeError
 
 if TYPE_CHECKING:
     from drover_localcluster.nodeagent.agent import NodeAgent
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _CONFIG_RETRY_S = 2.0
 _BACKOFF_START_S, _BACKOFF_MAX_S = 10.0, 300.0
+T = TypeVar("T")
 
 
 class PodWorker:
@@ -43,6 +51,9 @@ class PodWorker:
         ]
         self.main = [ContainerRecord(c.name, c.image or "") for c in pod.spec.containers]
         self.processes: dict[str, ContainerProcess] = {}
+        # Container name → its image from the node's store; absent: a host process.
+        self.images: dict[str, PreparedImage] = {}
+        self.volumes: dict[str, Path] = {}
         self.phase = "Pending"
         self.reason: str | None = None
         self.message: str | None = None
@@ -100,9 +111,20 @@ class PodWorker:
     async def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         await self.report()
-        token_env = await self._service_account_env()
+        images = await self._retrying(self._prepare_images, ImageUnpackError, "ErrImagePull")
+        if images is None:
+            return
+        self.images = images
+        token_env: dict[str, str] | None = {}
+        if any(r.name not in self.images for r in [*self.init, *self.main]):
+            token_env = await self._service_account_env()
         if token_env is None:
             return
+        if self.images:
+            volumes = await self._retrying(self._prepare_volumes, VolumeError, "ContainerCreating")
+            if volumes is None:
+                return
+            self.volumes = volumes
         deadline = self._deadline_seconds()
         containers = asyncio.create_task(self._run_containers(token_env))
         waits: set[asyncio.Future[Any]] = {containers, asyncio.ensure_future(self.deleting.wait())}
@@ -133,6 +155,44 @@ class PodWorker:
                 message = f"requesting a ServiceAccount token failed: {exc.status.message}"
                 for record in self.main:
                     record.set_waiting("CreateContainerConfigError", message)
+                await self.report()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.deleting.wait(), timeout=_CONFIG_RETRY_S)
+        return None
+
+    async def _prepare_images(self) -> dict[str, PreparedImage]:
+        """The images of the pod's containers that are in the node's store (unpacked)."""
+        assert self.pod.spec is not None
+        prepared: dict[str, PreparedImage] = {}
+        for spec in [*(self.pod.spec.initContainers or []), *self.pod.spec.containers]:
+            image = await self.agent.images.prepare(spec.image or "")
+            if image is not None:
+                prepared[spec.name] = image
+        return prepared
+
+    async def _prepare_volumes(self) -> dict[str, Path]:
+        volumes = PodVolumes(
+            self.pod, self.dir / "volumes", self.agent.lookup, self.agent.tokens,
+            self.agent.allocatable,
+        )  # fmt: skip
+        return await volumes.materialize()
+
+    async def _retrying(
+        self, step: Callable[[], Awaitable[T]], errors: type[Exception], reason: str
+    ) -> T | None:
+        """`step()`, retried while it raises `errors` (the containers wait with `reason` and
+        a Warning Event says why); None if the pod is deleted meanwhile."""
+        last = ""
+        while not self.deleting.is_set():
+            try:
+                return await step()
+            except errors as exc:
+                if str(exc) != last:
+                    event = VolumeError.reason if isinstance(exc, VolumeError) else "Failed"
+                    self.agent.event(self.pod, "Warning", event, str(exc))
+                    last = str(exc)
+                for record in [*self.init, *self.main]:
+                    record.set_waiting(reason, str(exc))
                 await self.report()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.deleting.wait(), timeout=_CONFIG_RETRY_S)
@@ -208,15 +268,13 @@ class PodWorker:
         self, spec: Container, record: ContainerRecord, token_env: dict[str, str]
     ) -> int | None:
         """Start the container and wait for it; its exit code, None if never started."""
-        env = await self._resolve_env(spec, record, token_env)
-        if env is None:
+        run = record.restart_count + (record.terminated is not None)
+        launch = await self._launch(spec, record, token_env, run)
+        if launch is None:
             return None
-        log_file = (
-            self.dir / f"{spec.name}.{record.restart_count + (record.terminated is not None)}.log"
-        )
-        cwd = Path(spec.workingDir) if spec.workingDir else self.dir
+        log_file = self.dir / f"{spec.name}.{run}.log"
         try:
-            process = await ContainerProcess.start(container_argv(spec, env), env, cwd, log_file)
+            process, pid = await self._start(spec, launch, log_file)
         except ContainerStartError as exc:
             started = now()
             record.set_running(started, "drover://none")
@@ -226,7 +284,7 @@ class PodWorker:
             await self.report()
             return 128
         self.processes[spec.name] = process
-        record.set_running(process.started_at, f"drover://{process.pid}")
+        record.set_running(process.started_at, f"drover://{pid}")
         if not record.init:
             self.phase = "Running"  # a pod runs once any of its (main) containers does
         record.log_files.append(str(log_file))
@@ -242,21 +300,52 @@ class PodWorker:
                 reason,
                 process.started_at,
                 process.finished_at or now(),
-                container_id=f"drover://{process.pid}",
+                container_id=f"drover://{pid}",
             )
         )
         await self.report()
         return code
 
-    async def _resolve_env(
-        self, spec: Container, record: ContainerRecord, token_env: dict[str, str]
-    ) -> dict[str, str] | None:
-        base = {**self.agent.base_env(self.pod), **token_env}
+    async def _start(
+        self, spec: Container, launch: HostLaunch | ImageLaunch, log_file: Path
+    ) -> tuple[ContainerProcess, int]:
+        if isinstance(launch, ImageLaunch):
+            message = f'Container image "{spec.image}" already present on machine'
+            self.agent.event(self.pod, "Normal", "Pulled", message)
+        return await launch.start(log_file, self.agent.config.marker)
+
+    async def _launch(
+        self, spec: Container, record: ContainerRecord, token_env: dict[str, str], run: int
+    ) -> HostLaunch | ImageLaunch | None:
+        """How to start the container, once its configuration resolves (retried while a
+        Secret, ConfigMap or key is missing); None if the pod stops meanwhile."""
+        prepared = self.images.get(spec.name)
+        if prepared is None:
+            base = {**self.agent.base_env(self.pod), **token_env}
+        else:
+            base = imagerun.image_env(prepared.image, self.agent.cluster_env(self.pod))
+            record.image_id = prepared.image.image_id
         while not self.stopping and not self.deleting.is_set():
             try:
-                return await container_env(
+                env = await container_env(
                     self.pod, spec, self.agent.lookup, base, self.agent.allocatable
                 )
+                if prepared is None:
+                    cwd = Path(spec.workingDir) if spec.workingDir else self.dir
+                    return HostLaunch(container_argv(spec, env), env, cwd)
+                run_dir = self.dir / "containers" / f"{spec.name}.{run}"
+                plan = imagerun.plan(
+                    pod=self.pod,
+                    container=spec,
+                    image=prepared.image,
+                    rootfs=prepared.rootfs,
+                    env=env,
+                    volumes=self.volumes,
+                    pod_dir=self.dir,
+                    run_dir=run_dir,
+                    service_address=self.agent.service_proxy.address,
+                )
+                return ImageLaunch(plan, run_dir)
             except EnvError as exc:
                 if record.waiting_message != str(exc):
                     self.agent.event(self.pod, "Warning", "Failed", f"Error: {exc}")

@@ -50,6 +50,7 @@ class ContainerRecord:
     name: str
     image: str
     init: bool = False
+    image_id: str = ""  # `<repository>@<digest>` when it runs inside its image
     restart_count: int = 0
     waiting_reason: str | None = "ContainerCreating"
     waiting_message: str | None = None
@@ -95,7 +96,7 @@ class ContainerRecord:
         out: dict[str, Any] = {
             "name": self.name,
             "image": self.image,
-            "imageID": "",
+            "imageID": self.image_id,
             "ready": self.running,
             "started": self.running,
             "restartCount": self.restart_count,

@@ -1,10 +1,11 @@
-"""ServiceAccount credentials for pods, as a kubeconfig instead of a mounted token.
+"""ServiceAccount credentials for pods: bound tokens from the TokenRequest API.
 
-A container here is a host process, so the projected token volume cannot be mounted at
-`/var/run/secrets/...`. Instead, when the ServiceAccount admission plugin gave the pod a
-projected token (automountServiceAccountToken not false), the agent requests a token bound
-to the pod through the TokenRequest API and writes a kubeconfig into the pod's directory;
-`KUBECONFIG` points at it, so software in the pod acts under its own RBAC identity.
+A container inside an image gets its projected token volume as the kubelet writes it (see
+volumes.py): `project` writes the token file and renews it. A host-process container cannot
+have a volume mounted at `/var/run/secrets/...`, so when the ServiceAccount admission plugin
+gave its pod a projected token (automountServiceAccountToken not false), `setup` writes a
+kubeconfig into the pod's directory instead and `KUBECONFIG` points at it. Either way software
+in the pod acts under its own RBAC identity.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
@@ -45,7 +48,7 @@ class TokenManager:
         self.client = client
         self.server = server
         self.ca = ca
-        self._refreshers: dict[str, asyncio.Task[None]] = {}
+        self._refreshers: dict[str, list[asyncio.Task[None]]] = {}
 
     async def setup(self, pod: Pod, directory: Path) -> dict[str, str]:
         """Write the pod's kubeconfig; the env vars that point at it (empty when none)."""
@@ -57,25 +60,37 @@ class TokenManager:
         token_file = kubeconfig.with_name("token")
         token = await self._request(pod, expiration)
         self._write(pod, kubeconfig, token_file, token)
-        assert pod.metadata is not None and pod.metadata.uid is not None
-        self._refreshers[pod.metadata.uid] = asyncio.create_task(
-            self._refresh(pod, kubeconfig, token_file, expiration)
-        )
+        self._keep_fresh(pod, self._refresh(pod, kubeconfig, token_file, expiration))
         return {"KUBECONFIG": str(kubeconfig)}
 
+    async def project(
+        self, pod: Pod, path: Path, expiration: int | None, audience: str | None
+    ) -> None:
+        """Write a token bound to the pod at `path` (a projected volume's file); renewed."""
+        seconds = max(expiration or _DEFAULT_EXPIRATION_S, _MIN_EXPIRATION_S)
+        _write_token(path, await self._request(pod, seconds, audience))
+
+        async def renew() -> None:
+            _write_token(path, await self._request(pod, seconds, audience))
+
+        self._keep_fresh(pod, self._renew_every(seconds, renew))
+
+    def _keep_fresh(self, pod: Pod, renewal: Coroutine[Any, Any, None]) -> None:
+        assert pod.metadata is not None and pod.metadata.uid is not None
+        self._refreshers.setdefault(pod.metadata.uid, []).append(asyncio.create_task(renewal))
+
     async def forget(self, uid: str) -> None:
-        task = self._refreshers.pop(uid, None)
-        if task is not None:
+        for task in self._refreshers.pop(uid, []):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _request(self, pod: Pod, expiration: int) -> str:
+    async def _request(self, pod: Pod, expiration: int, audience: str | None = None) -> str:
         assert pod.metadata is not None and pod.spec is not None
         request = ServiceAccountToken(
             metadata=ObjectMeta(),
             spec=TokenRequestSpec(
-                audiences=[],
+                audiences=[audience] if audience else [],
                 expirationSeconds=expiration,
                 boundObjectRef=BoundObjectReference(
                     kind="Pod", apiVersion="v1", name=pod.metadata.name, uid=pod.metadata.uid
@@ -90,11 +105,7 @@ class TokenManager:
 
     def _write(self, pod: Pod, kubeconfig: Path, token_file: Path, token: str) -> None:
         assert pod.metadata is not None and pod.spec is not None
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = token_file.with_suffix(".tmp")
-        tmp.write_text(token)
-        tmp.chmod(0o600)
-        tmp.replace(token_file)
+        _write_token(token_file, token, mode=0o600)
         user = f"system:serviceaccount:{pod.metadata.namespace}:{pod.spec.serviceAccountName}"
         write_kubeconfig(
             kubeconfig,
@@ -107,11 +118,27 @@ class TokenManager:
         )
 
     async def _refresh(self, pod: Pod, kubeconfig: Path, token_file: Path, expiration: int) -> None:
+        async def renew() -> None:
+            self._write(pod, kubeconfig, token_file, await self._request(pod, expiration))
+
+        await self._renew_every(expiration, renew)
+
+    async def _renew_every(self, expiration: int, renew: Callable[[], Awaitable[None]]) -> None:
         """Renew at 80% of the lifetime, as the kubelet does for projected tokens."""
         while True:
             await asyncio.sleep(expiration * 0.8)
             try:
-                self._write(pod, kubeconfig, token_file, await self._request(pod, expiration))
+                await renew()
             except Exception:
                 log.exception("refreshing the ServiceAccount token failed; retrying in 10s")
                 await asyncio.sleep(10)
+
+
+def _write_token(path: Path, token: str, mode: int = 0o644) -> None:
+    """Replace the file in one rename: a reader never sees half a token. 0644 like the
+    kubelet's projected token (readable by the container's user, whichever it is)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(token)
+    tmp.chmod(mode)
+    tmp.replace(path)

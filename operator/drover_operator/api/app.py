@@ -20,6 +20,7 @@ from drover.protocol.wire import MAX_REQUEST_BYTES
 from drover_operator.api import discovery, history, hooks, overviews, runs, triggers, workflows
 from drover_operator.api.auth import AUTH, Authenticator
 from drover_operator.api.errors import problems
+from drover_operator.api.limits import LIMITS, RateLimits
 from drover_operator.api.openapi import document
 from drover_operator.api.state import LIFECYCLE, STORE, TRIGGERS, WORKFLOWS
 from drover_operator.engine.lifecycle import RunLifecycle
@@ -48,6 +49,7 @@ def make_app(
     triggers_: Triggers,
     workflows_: Workflows,
     auth: Authenticator,
+    limits: RateLimits | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[drover_metrics.api_latency, problems], client_max_size=MAX_REQUEST_BYTES
@@ -57,6 +59,7 @@ def make_app(
     app[TRIGGERS] = triggers_
     app[WORKFLOWS] = workflows_
     app[AUTH] = auth
+    app[LIMITS] = limits or RateLimits("100/second", "50/second")
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")

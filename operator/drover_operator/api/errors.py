@@ -69,7 +69,11 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except RequestError as exc:
-        return problem_response(exc.status, exc.type, exc.message)
+        response = problem_response(exc.status, exc.type, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except ValidationError as exc:
         return problem_response(422, "invalid-body", _validation_message(exc))
     except json.JSONDecodeError as exc:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from drover.protocol.runs import MAX_PAYLOAD_BYTES, TriggerRequest
 from drover_operator.api.errors import ProblemError
+from drover_operator.api.limits import LIMITS
 from drover_operator.api.state import STORE, TRIGGERS
 from drover_operator.api.triggers import read_body, started_view
 from drover_operator.domain.triggers import LABEL_WEBHOOK
@@ -21,6 +22,7 @@ from drover_operator.domain.webhooks import SIGNATURE_HEADERS, valid
 
 async def hook(request: web.Request) -> web.Response:
     namespace, task = request.match_info["namespace"], request.match_info["task"]
+    await request.app[LIMITS].check(request, f"hook:{namespace}/{task}")
     webhook = await request.app[STORE].webhooks.get(namespace, task)
     if webhook is None:
         raise ProblemError(404, "not-found", f'no webhook for Task "{task}" in "{namespace}"')

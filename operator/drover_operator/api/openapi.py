@@ -95,7 +95,7 @@ _ERRORS = {
         (401, "missing or invalid token"),
         (403, "the token belongs to another run"),
         (404, "no such run"),
-        (409, "the attempt is no longer active (or, for steps, a non-deterministic replay)"),
+        (409, "the attempt is no longer active (or, for steps, another step at a stored position)"),
         (413, "too large"),
         (422, "the body does not match the schema"),
         (503, "the database is briefly unavailable: retry"),
@@ -139,7 +139,7 @@ def document() -> dict[str, Any]:
         },
         "/v1/runs/{run_id}/steps": {
             "put": _op(
-                "Store step checkpoints (idempotent per position and name)",
+                "Store step checkpoints (writing the identical step again always succeeds)",
                 _object("stored"),
                 "StepBatch",
             )

@@ -2,7 +2,13 @@
 
 A token from another run is refused (403); one whose attempt is no longer the run's active
 attempt — a zombie after a stall, or after the run finished — is refused with 409 and
-changes nothing.
+changes nothing, and reads nothing.
+
+Untrusted input, in order: the token is verified first, with the replicas' HMAC key alone (no
+database, constant time), before a byte of the body is read; only a genuine token for this
+run gets its body read and parsed (up to 4 MiB), and only then is the database asked whether
+its attempt is still the active one. Checkpoints keep their one round trip: the database's
+part of the check (active attempt, stored token hash) is in the insert's statement.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from drover_operator.api.state import LIFECYCLE, STORE
 from drover_operator.crd import TaskSpec, parse_duration
 from drover_operator.domain.attempts import AttemptState, Outcome
 from drover_operator.domain.records import ApiAttempt
-from drover_operator.domain.tokens import matches, parse_token, token_hash
+from drover_operator.domain.tokens import matches, token_hash, verify
 from drover_operator.store.runapi import StepConflictError
 
 
@@ -55,25 +61,34 @@ def check_protocol(request: web.Request) -> None:
         )
 
 
-async def authenticate(request: web.Request, *, require_active: bool = True) -> ApiAttempt:
+def credential(request: web.Request) -> tuple[str, int, str]:
+    """(run id, attempt, token) of a genuine attempt token for the run in the path, checked
+    without the database and without reading the body."""
     check_protocol(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise ProblemError(401, "unauthenticated", "an `Authorization: Bearer <token>` is required")
     token = header.removeprefix("Bearer ").strip()
-    claimed = parse_token(token)
+    key = request.app[LIFECYCLE].policy.signing_key
+    claimed = verify(key, token) if key is not None else None
     if claimed is None:
-        raise ProblemError(401, "unauthenticated", "the token is not a Drover attempt token")
+        raise ProblemError(401, "unauthenticated", "the token is not a valid Drover attempt token")
     try:
         run_id = str(uuid.UUID(request.match_info["run_id"]))
     except ValueError:
         raise ProblemError(404, "not-found", "no such run") from None
     if claimed[0] != run_id:
         raise ProblemError(403, "forbidden", "the token belongs to another run")
-    row = await request.app[STORE].runapi.attempt(run_id, claimed[1])
+    return run_id, claimed[1], token
+
+
+async def authenticate(request: web.Request) -> ApiAttempt:
+    """The attempt, if the token is genuine and its attempt is the run's active one."""
+    run_id, number, token = credential(request)
+    row = await request.app[STORE].runapi.attempt(run_id, number)
     if row is None or not matches(token, row.token_hash):
         raise ProblemError(401, "unauthenticated", "the token is not valid for this run")
-    if require_active and not (row.active and row.current):
+    if not (row.active and row.current):
         raise ProblemError(
             409,
             "attempt-inactive",
@@ -114,6 +129,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def put_steps(request: web.Request) -> web.Response:
+    run_id, number, token = credential(request)  # before a byte of the body is read
     raw = await request.read()
     if not raw:
         raise ProblemError(400, "invalid-json", "a JSON body is required")
@@ -125,38 +141,18 @@ async def put_steps(request: web.Request) -> web.Response:
                 message = f"step #{record.seq}: checkpoint value over {limit} bytes"
                 raise ProblemError(413, "too-large", message)
     store = request.app[STORE].runapi
-    if len(batch.steps) == 1:
-        # The runner's case, on every step's critical path: one statement checks the
-        # credential and stores the checkpoint; only a refusal takes the slow path below.
-        check_protocol(request)
-        claimed = _claimed(request)
-        if claimed is not None:
-            stored = await store.put_step_checked(
-                claimed[0], claimed[1], claimed[2], batch.steps[0]
-            )
-            if stored is True:
-                return web.json_response({"stored": 1})
-            if isinstance(stored, str):
-                raise ProblemError(
-                    409,
-                    "non-determinism",
-                    str(StepConflictError(batch.steps[0].seq, stored, batch.steps[0].name)),
-                )
-    attempt = await authenticate(request)
     try:
+        if len(batch.steps) == 1:
+            # The runner's case, on every step's critical path: one statement checks that the
+            # attempt is active and stores the checkpoint; a refusal takes the slow path.
+            step = batch.steps[0]
+            if await store.put_step_checked(run_id, number, token_hash(token), step):
+                return web.json_response({"stored": 1})
+        attempt = await authenticate(request)
         await store.put_steps(attempt.run_id, attempt.try_number, batch.steps)
     except StepConflictError as exc:
         raise ProblemError(409, "non-determinism", str(exc)) from None
     return web.json_response({"stored": len(batch.steps)})
-
-
-def _claimed(request: web.Request) -> tuple[str, int, str] | None:
-    """(run id, attempt, token hash) from a well-formed request, unverified."""
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    claimed = parse_token(token)
-    if claimed is None or claimed[0] != request.match_info["run_id"]:
-        return None
-    return claimed[0], claimed[1], token_hash(token)
 
 
 async def complete(request: web.Request) -> web.Response:
@@ -193,7 +189,7 @@ async def fail(request: web.Request) -> web.Response:
 
 
 async def get_metadata(request: web.Request) -> web.Response:
-    attempt = await authenticate(request, require_active=False)
+    attempt = await authenticate(request)
     return web.json_response(await request.app[STORE].runapi.metadata(attempt.run_id))
 
 

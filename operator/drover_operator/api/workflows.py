@@ -28,6 +28,7 @@ from drover.protocol.workflows import (
 )
 from drover_operator.api.auth import authorize
 from drover_operator.api.errors import ProblemError
+from drover_operator.api.limits import LIMITS
 from drover_operator.api.runs import authenticate
 from drover_operator.api.state import PREFIXES, STORE, WORKFLOWS
 from drover_operator.api.triggers import read_body, read_json
@@ -79,12 +80,14 @@ async def _token_data(request: web.Request) -> object:
 
 
 async def complete_by_url(request: web.Request) -> web.Response:
-    """The body is the data, as JSON (none: `null`)."""
+    """The body is the data, as JSON (none: `null`). Bounded per source and per token, and
+    the secret is checked before the body is read."""
+    token_id, secret = request.match_info["token"], request.match_info["secret"]
+    await request.app[LIMITS].check(request, f"token:{token_id[:64]}")
+    workflows = request.app[WORKFLOWS]
+    workflows.check_secret(token_id, secret)
     data = await _token_data(request)
-    state = await request.app[WORKFLOWS].complete(
-        request.match_info["token"], data, secret=request.match_info["secret"]
-    )
-    return _json(state)
+    return _json(await workflows.complete(token_id, data, secret=secret))
 
 
 async def complete(request: web.Request) -> web.Response:

@@ -1,8 +1,13 @@
 """Pods of attempts: created (with their token Secret) for admitted attempts, stopped for
-attempts that ended while their pod runs. Idempotent; what fails is retried next pass."""
+attempts that ended while their pod runs. Idempotent; what fails is retried next pass.
+
+Token Secrets are only ever created, never patched or read: their names carry a MAC (see
+`domain.tokens`), so an existing Secret of that name is the one this operator created before
+a crash, and no Secret of anyone else is ever modified or given an owner."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -13,12 +18,16 @@ from lightkube.resources.core_v1 import Pod
 from drover.protocol.names import LABEL_RUN_UID
 from drover_operator.crd import TaskSpec
 from drover_operator.domain.pods import PodRequest, build_pod, token_secret
-from drover_operator.domain.tokens import attempt_token
+from drover_operator.domain.records import PodToCreate
+from drover_operator.domain.tokens import attempt_token, token_secret_name
 from drover_operator.kube import NETWORK_ERRORS
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Pods created at once (each is a Secret and a pod: two API server round trips).
+_CREATE_CONCURRENCY = 16
 
 
 def _ids(run_id: str, number: int) -> dict[str, Any]:
@@ -45,60 +54,83 @@ class PodConverger:
         self.store = store
         self.client = client
         self.signing_key = key
+        self._api_ca = settings.api.pod_ca
 
     async def create(self) -> list[CreatedPod]:
-        """Create the pods of admitted attempts that have none yet; AlreadyExists with the
-        same run's UID means it was created before a crash: adopted."""
-        created = []
-        for row in await self.store.attempts.pods_to_create(self.settings.loop.batch_size):
-            task = TaskSpec.model_validate(row.task_spec)
-            request = PodRequest(
-                namespace=row.namespace,
-                run_name=row.name,
-                run_uid=row.run_id,
-                task_name=row.task,
-                attempt=row.try_number,
-                execution=row.number,
-                pod=row.pod_name,
-                max_duration=row.max_duration,
-                max_attempts=task.retry.max_attempts,
-                task=task,
-                api_url=self.settings.api.pod_url,
-                otlp_endpoint=self.settings.runner.otlp_endpoint,
-                log_format="json" if self.settings.logging.format == "json" else "",
-            )
-            try:
-                if task.entrypoint:
-                    await self._write_token_secret(request)
-                await self.client.create(codecs.from_dict(build_pod(request)))
-            except ApiError as exc:
-                if exc.status.code != 409 or not await self.is_ours(
-                    row.namespace, row.pod_name, row.run_id
-                ):
-                    log.warning(
-                        "creating pod %s/%s: %s",
-                        row.namespace,
-                        row.pod_name,
-                        exc.status.message,
-                        extra=_ids(row.run_id, row.number),
-                    )
-                    continue
-            except NETWORK_ERRORS as exc:
-                extra = _ids(row.run_id, row.number)
-                log.warning("creating pod %s: %s", row.pod_name, exc, extra=extra)
-                continue
-            latency = await self.store.attempts.pod_created(row.run_id, row.number)
-            created.append(CreatedPod(row.namespace, row.task, row.number, latency))
-        return created
+        """Create the pods of admitted attempts that have none yet, several at a time (each
+        is independent; a burst of admissions or resumes must not queue behind one another's
+        round trips). AlreadyExists with the same run's UID means it was created before a
+        crash: adopted."""
+        rows = await self.store.attempts.pods_to_create(self.settings.loop.batch_size)
+        gate = asyncio.Semaphore(_CREATE_CONCURRENCY)
 
-    async def _write_token_secret(self, request: PodRequest) -> None:
-        """Create or overwrite the attempt's token Secret (tokens are derived: idempotent)."""
+        async def one(row: PodToCreate) -> CreatedPod | None:
+            async with gate:
+                return await self._create(row)
+
+        created = await asyncio.gather(*(one(row) for row in rows))
+        return [c for c in created if c is not None]
+
+    async def _create(self, row: PodToCreate) -> CreatedPod | None:
+        task = TaskSpec.model_validate(row.task_spec)
+        secret = self._secret_name(row.run_id, row.number, row.pod_name)
+        request = PodRequest(
+            namespace=row.namespace,
+            run_name=row.name,
+            run_uid=row.run_id,
+            task_name=row.task,
+            attempt=row.try_number,
+            execution=row.number,
+            pod=row.pod_name,
+            max_duration=row.max_duration,
+            max_attempts=task.retry.max_attempts,
+            task=task,
+            api_url=self.settings.api.pod_url,
+            otlp_endpoint=self.settings.runner.otlp_endpoint,
+            log_format="json" if self.settings.logging.format == "json" else "",
+            token_secret=secret if task.entrypoint else "",
+            api_ca=self._api_ca if task.entrypoint else "",
+        )
+        try:
+            if task.entrypoint:
+                await self._create_token_secret(request)
+            await self.client.create(codecs.from_dict(build_pod(request)))
+        except ApiError as exc:
+            if exc.status.code != 409 or not await self.is_ours(
+                row.namespace, row.pod_name, row.run_id
+            ):
+                log.warning(
+                    "creating pod %s/%s: %s",
+                    row.namespace,
+                    row.pod_name,
+                    exc.status.message,
+                    extra=_ids(row.run_id, row.number),
+                )
+                return None
+        except NETWORK_ERRORS as exc:
+            extra = _ids(row.run_id, row.number)
+            log.warning("creating pod %s: %s", row.pod_name, exc, extra=extra)
+            return None
+        latency = await self.store.attempts.pod_created(row.run_id, row.number)
+        return CreatedPod(row.namespace, row.task, row.number, latency)
+
+    def _secret_name(self, run_id: str, number: int, pod: str) -> str:
+        if self.signing_key is None:
+            return ""
+        return token_secret_name(self.signing_key, run_id, number, pod)
+
+    async def _create_token_secret(self, request: PodRequest) -> None:
+        """Create the attempt's token Secret. AlreadyExists means it was created before (a
+        crash, or another replica): nobody else can know its name."""
         assert self.signing_key is not None
         token = attempt_token(
             self.signing_key, request.run_uid, request.execution or request.attempt
         )
-        secret = codecs.from_dict(token_secret(request, token))
-        await self.client.apply(secret, force=True)
+        try:
+            await self.client.create(codecs.from_dict(token_secret(request, token)))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
 
     async def is_ours(self, namespace: str, name: str, run_id: str) -> bool:
         """Whether the pod exists and belongs to the run. Pod names repeat when a TaskRun is

@@ -8,6 +8,7 @@ changes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -28,6 +29,8 @@ TaskKey = tuple[str, str]
 
 #: `status.children` lists this many (all are in the API).
 MAX_CHILDREN_IN_STATUS = 1000
+#: TaskRun statuses written at once.
+_PUSH_CONCURRENCY = 16
 
 
 class StatusConverger:
@@ -46,45 +49,54 @@ class StatusConverger:
     # -- TaskRuns ------------------------------------------------------------------------------
 
     async def push_runs(self) -> list[UnpushedRun]:
-        """Push every TaskRun status that is behind; returns the runs whose TaskRun is gone
-        (their records are for the caller to close)."""
-        orphans = []
-        limit = self.settings.runs.attempts_in_status
-        for run in await self.store.runs.unpushed(self.settings.loop.batch_size):
-            if run.deleted_at is not None:
-                await self.store.runs.mark_pushed(run.id, run.version)
-                continue
-            attempts = await self.store.runs.attempts(run.id, limit)
-            children = (
-                await self.store.runs.child_names(run.id, MAX_CHILDREN_IN_STATUS)
-                if run.child_count
-                else None
-            )
-            status = taskrun_status(
-                run,
-                attempts,
-                output_limit=self.settings.runs.output_limit_bytes,
-                children=children,
-            )
-            try:
-                await self.client.patch(
-                    TaskRunResource.Status,
-                    run.name,
-                    {"status": status},
-                    namespace=run.namespace,
-                    patch_type=PatchType.MERGE,
-                )
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    orphans.append(run)
-                else:
-                    log.warning("status of %s/%s: %s", run.namespace, run.name, exc.status.message)
-                continue
-            except NETWORK_ERRORS as exc:
-                log.warning("status of %s/%s: %s", run.namespace, run.name, exc)
-                continue
+        """Push every TaskRun status that is behind (several at a time; each run's is claimed
+        by one replica at a time); returns the runs whose TaskRun is gone (their records are
+        for the caller to close)."""
+        runs = await self.store.runs.unpushed(self.settings.loop.batch_size)
+        gate = asyncio.Semaphore(_PUSH_CONCURRENCY)
+
+        async def one(run: UnpushedRun) -> UnpushedRun | None:
+            async with gate:
+                pushed = await self._push(run)
+            if pushed is None:
+                await self.store.runs.release_push(run.id)
+                return None
             await self.store.runs.mark_pushed(run.id, run.version)
-        return orphans
+            return None if pushed else run
+
+        return [run for run in await asyncio.gather(*(one(r) for r in runs)) if run is not None]
+
+    async def _push(self, run: UnpushedRun) -> bool | None:
+        """Write the run's status: True done (or nothing to write), False the TaskRun is gone,
+        None failed (retried)."""
+        if run.deleted_at is not None:
+            return True
+        attempts = await self.store.runs.attempts(run.id, self.settings.runs.attempts_in_status)
+        children = (
+            await self.store.runs.child_names(run.id, MAX_CHILDREN_IN_STATUS)
+            if run.child_count
+            else None
+        )
+        status = taskrun_status(
+            run, attempts, output_limit=self.settings.runs.output_limit_bytes, children=children
+        )
+        try:
+            await self.client.patch(
+                TaskRunResource.Status,
+                run.name,
+                {"status": status},
+                namespace=run.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            log.warning("status of %s/%s: %s", run.namespace, run.name, exc.status.message)
+            return None
+        except NETWORK_ERRORS as exc:
+            log.warning("status of %s/%s: %s", run.namespace, run.name, exc)
+            return None
+        return True
 
     # -- Tasks ---------------------------------------------------------------------------------
 

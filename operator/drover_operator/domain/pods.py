@@ -28,6 +28,8 @@ from drover_operator.domain.attempts import CONTAINER
 from drover_operator.domain.traces import traceparent
 
 TOKEN_KEY = "token"
+#: The key of the token Secret holding the CA that verifies the API's certificate.
+CA_KEY = "ca.crt"
 RUNNER_COMMAND = ["python", "-m", "drover.runner"]
 
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -78,6 +80,10 @@ class PodRequest:
     otlp_endpoint: str = ""
     # `DROVER_LOG_FORMAT` for the runner ("json"); "": its default.
     log_format: str = ""
+    # SDK tasks: the Secret carrying the attempt's token (`domain.tokens.token_secret_name`).
+    token_secret: str = ""
+    # PEM certificates verifying the API's (an https `api_url`), given to the runner.
+    api_ca: str = ""
 
 
 def _pod(req: PodRequest) -> str:
@@ -105,25 +111,22 @@ def _drover_env(req: PodRequest) -> list[dict[str, Any]]:
         values["OTEL_EXPORTER_OTLP_ENDPOINT"] = req.otlp_endpoint
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if req.task.entrypoint:
+        if not req.token_secret:
+            raise ValueError("PodRequest.token_secret is required for SDK tasks")
         env += [
             {"name": names.ENV_ENTRYPOINT, "value": req.task.entrypoint},
             {"name": names.ENV_API_URL, "value": req.api_url},
             {
                 "name": names.ENV_TOKEN,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": token_secret_name(_pod(req)),
-                        "key": TOKEN_KEY,
-                    }
-                },
+                "valueFrom": {"secretKeyRef": {"name": req.token_secret, "key": TOKEN_KEY}},
             },
         ]
+        if req.api_ca:
+            # With the token, in the Secret the operator creates: no volume, no ConfigMap to
+            # copy into every namespace.
+            ca = {"secretKeyRef": {"name": req.token_secret, "key": CA_KEY}}
+            env.append({"name": names.ENV_API_CA, "valueFrom": ca})
     return env
-
-
-def token_secret_name(pod: str) -> str:
-    """The Secret holding an attempt's API token: `<pod>-token`."""
-    return f"{pod}-token"
 
 
 def _labels(req: PodRequest) -> dict[str, str]:
@@ -135,17 +138,18 @@ def _labels(req: PodRequest) -> dict[str, str]:
 
 
 def token_secret(req: PodRequest, token: str) -> dict[str, Any]:
+    """The Secret `req.token_secret` holding the attempt's API token, owned by the TaskRun."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": token_secret_name(_pod(req)),
+            "name": req.token_secret,
             "namespace": req.namespace,
             "labels": _labels(req),
             "ownerReferences": [_owner(req)],
         },
         "type": "Opaque",
-        "stringData": {TOKEN_KEY: token},
+        "stringData": {TOKEN_KEY: token, **({CA_KEY: req.api_ca} if req.api_ca else {})},
     }
 
 

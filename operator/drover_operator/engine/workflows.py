@@ -213,6 +213,12 @@ class Workflows:
             )
         return token
 
+    def check_secret(self, token_id: str, secret: str) -> None:
+        """A token URL's secret, checked with the key alone (constant time, no database):
+        a wrong one is the same 404 as an unknown token."""
+        if not secret_matches(self.settings.token_key, token_id, secret):
+            raise WorkflowError(404, "not-found", f'no waitpoint token "{token_id[:64]}"')
+
     async def complete(
         self, token_id: str, data: Any, *, namespace: str | None = None, secret: str | None = None
     ) -> TokenState:

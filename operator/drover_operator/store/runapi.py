@@ -37,10 +37,19 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, seq) DO NOTHING
 """
 
-STEP_NAMES = "SELECT seq, name FROM drover_steps WHERE run_id = %s AND seq = ANY(%s)"
+# What is stored at each position of a batch, compared with what the batch sends (as jsonb:
+# key order, spacing and number spelling do not matter).
+STORED_STEPS = """
+SELECT s.seq, s.name, s.value = v.value AS same_value
+FROM unnest(%s::int[], %s::jsonb[]) WITH ORDINALITY AS v(seq, value, n)
+JOIN drover_steps s ON s.run_id = %s AND s.seq = v.seq
+ORDER BY v.n
+"""
 
-# Credential check and insert in one round trip. `existing` is read from the snapshot before
-# the insert, so it is the previously recorded name (NULL when this statement inserted).
+# Credential check and insert in one round trip. `name` and `same_value` are read from the
+# statement's snapshot, taken before the insert: NULL when this statement inserted, and also
+# when a concurrent statement inserted that position and committed after the snapshot (a
+# retried request racing its own first try); then `STORED_STEP` reads it again.
 PUT_STEP_CHECKED = """
 WITH attempt AS (
     SELECT a.try_number FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id
@@ -48,14 +57,20 @@ WITH attempt AS (
       AND a.token_hash = %(token_hash)s AND r.execution = a.number
 ), inserted AS (
     INSERT INTO drover_steps (run_id, seq, name, value, attempt, started_at)
-    SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, attempt.try_number, %(started_at)s
-    FROM attempt
+    SELECT %(run_id)s, %(seq)s, %(name)s, %(value)s, try_number, %(started_at)s FROM attempt
     ON CONFLICT (run_id, seq) DO NOTHING
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM attempt) AS authorized,
        EXISTS (SELECT 1 FROM inserted) AS inserted,
-       (SELECT name FROM drover_steps WHERE run_id = %(run_id)s AND seq = %(seq)s) AS existing
+       s.seq, s.name, s.value = %(value)s AS same_value
+FROM (SELECT 1) AS one
+LEFT JOIN drover_steps s ON s.run_id = %(run_id)s AND s.seq = %(seq)s
+"""
+
+STORED_STEP = """
+SELECT seq, name, value = %(value)s AS same_value FROM drover_steps
+WHERE run_id = %(run_id)s AND seq = %(seq)s
 """
 
 RUN_METADATA = "SELECT metadata FROM drover_runs WHERE id = %s"
@@ -86,20 +101,42 @@ ORDER BY l.id LIMIT %(limit)s
 
 
 class StepConflictError(Exception):
-    """A step at a recorded position has another name: the code path changed."""
+    """A recorded position holds another step (the code path changed), or the same step with
+    another value (a stored result cannot change)."""
 
-    def __init__(self, seq: int, recorded: str, called: str) -> None:
-        super().__init__(
-            f"step #{seq} is {recorded!r} in the run's history, not {called!r}: the task's "
-            "code path changed between attempts"
-        )
+    def __init__(self, record: StepRecord, stored: _StoredStep) -> None:
+        if stored.name != record.name:
+            message = (
+                f"step #{record.seq} is {stored.name!r} in the run's history, not "
+                f"{record.name!r}: the task's code path changed between attempts"
+            )
+        else:
+            message = (
+                f"step #{record.seq} {record.name!r} is recorded with another value: a stored "
+                "result cannot change (a retried request must send the same value)"
+            )
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class _StoredStep:
+    """What is stored at a position, and whether it is what a request sends."""
+
+    seq: int
+    name: str
+    same_value: bool
+
+    def identical(self, record: StepRecord) -> bool:
+        return self.name == record.name and self.same_value
 
 
 @dataclass(frozen=True)
 class _CheckedStep:
     authorized: bool
     inserted: bool
-    existing: str | None
+    seq: int | None
+    name: str | None
+    same_value: bool | None
 
 
 @dataclass(frozen=True)
@@ -133,8 +170,9 @@ class RunApiStore:
             return cursor.rowcount == 1
 
     async def put_steps(self, run_id: str, try_number: int, batch: Sequence[StepRecord]) -> None:
-        """Store checkpoints of the attempt (try) `try_number`; an existing one with the same
-        name is kept (a retried request)."""
+        """Store checkpoints of the attempt (try) `try_number`. A position already holding the
+        identical step (same name, same value) is a retried request: fine. Anything else
+        there raises `StepConflictError`, and nothing of the batch is stored."""
         async with transaction(self.pool) as conn:
             for record in batch:
                 await conn.execute(
@@ -148,19 +186,23 @@ class RunApiStore:
                         record.started_at,
                     ),
                 )
-            cursor = await conn.execute(STEP_NAMES, (run_id, [r.seq for r in batch]))
-            stored = {row["seq"]: row["name"] for row in await cursor.fetchall()}
-            for record in batch:
-                if stored.get(record.seq) != record.name:
-                    raise StepConflictError(record.seq, stored.get(record.seq, "?"), record.name)
+            # A new statement, so a concurrent request's committed insert is seen here. One
+            # row per record (a batch may repeat a position), in the batch's order.
+            params = ([r.seq for r in batch], [Jsonb(r.value) for r in batch], run_id)
+            stored = await fetch_all(conn, _StoredStep, STORED_STEPS, params)
+            for record, found in zip(batch, stored, strict=True):
+                if not found.identical(record):
+                    raise StepConflictError(record, found)
 
     async def put_step_checked(
         self, run_id: str, number: int, hashed_token: str, record: StepRecord
-    ) -> bool | str | None:
+    ) -> bool:
         """Store one checkpoint if the token is the run's active attempt's, in one statement.
 
-        True: stored (or already stored under the same name). A string: the name recorded at
-        that position (non-determinism). None: not authorized; the caller finds out why.
+        True: stored, or the identical step was already stored (a retried request, also while
+        its first try is still in flight). False: not stored, for want of an active attempt
+        with this token; the caller finds out why. Raises `StepConflictError` when the
+        position holds anything else.
         """
         params = {
             "run_id": run_id,
@@ -173,11 +215,20 @@ class RunApiStore:
         }
         async with self.pool.connection() as conn:
             row = await fetch_one(conn, _CheckedStep, PUT_STEP_CHECKED, params)
-        if row is None or not row.authorized:
-            return None
-        if row.inserted or row.existing == record.name:
+            if row is None or not row.authorized:
+                return False
+            if row.inserted:
+                return True
+            stored: _StoredStep | None = None
+            if row.seq is not None and row.name is not None and row.same_value is not None:
+                stored = _StoredStep(row.seq, row.name, row.same_value)
+            else:  # inserted by a statement that committed after this one's snapshot
+                stored = await fetch_one(conn, _StoredStep, STORED_STEP, params)
+        if stored is None:  # gone again (the run's history was deleted)
+            return False
+        if stored.identical(record):
             return True
-        return str(row.existing)
+        raise StepConflictError(record, stored)
 
     async def metadata(self, run_id: str) -> dict[str, Any]:
         async with self.pool.connection() as conn:

@@ -32,6 +32,9 @@ from drover_operator.store.outbox import record_run_events
 
 _FINISHED = sql_list(FINISHED_PHASES)
 
+#: How long a replica may take to write a run's status it claimed.
+PUSH_LEASE = dt.timedelta(seconds=60)
+
 RUN_COLUMNS = """
 r.id, r.namespace, r.name, r.task, r.generation, r.concurrency_key, r.priority, r.payload,
 r.tags, r.phase, r.attempt, r.eligible_at, r.expires_at, r.created_at, r.recorded_at,
@@ -125,14 +128,27 @@ WHERE phase = 'Queued' AND attempt = 0 AND NOT cancel_requested AND expires_at <
 RETURNING {RUN_COLUMNS}
 """
 
-UNPUSHED_RUNS = f"""
+# Claimed under a lease, so that one replica at a time writes a run's status (in version
+# order); a replica that dies holding leases delays those runs' status by the lease.
+CLAIM_UNPUSHED = f"""
+WITH claimed AS (
+    UPDATE drover_runs SET push_lease_until = now() + %(lease)s::interval
+    WHERE id IN (
+        SELECT id FROM drover_runs
+        WHERE version > pushed_version
+          AND (push_lease_until IS NULL OR push_lease_until < now())
+        ORDER BY version - pushed_version DESC
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING *
+)
 SELECT {RUN_COLUMNS}, (t.name IS NOT NULL) AS task_exists, t.invalid AS task_invalid
-FROM drover_runs r
+FROM claimed r
 LEFT JOIN drover_tasks t ON t.namespace = r.namespace AND t.name = r.task
-WHERE r.version > r.pushed_version
 ORDER BY r.version - r.pushed_version DESC
-LIMIT %s
 """
+
+RELEASE_PUSH = "UPDATE drover_runs SET push_lease_until = NULL WHERE id = %s"
 
 RUN_ATTEMPTS = """
 SELECT number, try_number, pod_name, state, admitted_at, started_at, finished_at, exit_code,
@@ -141,7 +157,8 @@ FROM drover_attempts WHERE run_id = %s ORDER BY number DESC LIMIT %s
 """
 
 MARK_PUSHED = """
-UPDATE drover_runs SET pushed_version = %s WHERE id = %s AND pushed_version < %s
+UPDATE drover_runs SET pushed_version = greatest(pushed_version, %s), push_lease_until = NULL
+WHERE id = %s
 """
 
 # The newest run of that name: a TaskRun deleted and created again is a new run.
@@ -277,7 +294,9 @@ class RunStore:
     async def unpushed(self, limit: int) -> list[UnpushedRun]:
         """Runs whose TaskRun status is behind their record, most behind first."""
         async with self.pool.connection() as conn:
-            return await fetch_all(conn, UnpushedRun, UNPUSHED_RUNS, (limit,))
+            return await fetch_all(
+                conn, UnpushedRun, CLAIM_UNPUSHED, {"limit": limit, "lease": PUSH_LEASE}
+            )
 
     async def attempts(self, run_id: str, limit: int) -> list[AttemptSummary]:
         """The run's latest attempts, newest first."""
@@ -292,7 +311,12 @@ class RunStore:
 
     async def mark_pushed(self, run_id: str, version: int) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(MARK_PUSHED, (version, run_id, version))
+            await conn.execute(MARK_PUSHED, (version, run_id))
+
+    async def release_push(self, run_id: str) -> None:
+        """Give up a claimed push that failed: another pass (or replica) retries it."""
+        async with self.pool.connection() as conn:
+            await conn.execute(RELEASE_PUSH, (run_id,))
 
     # -- reads -------------------------------------------------------------------------------
 

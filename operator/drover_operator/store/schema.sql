@@ -269,6 +269,10 @@ ALTER TABLE drover_runs ADD COLUMN waiting_for jsonb;
 ALTER TABLE drover_runs ADD COLUMN parent_id uuid;
 ALTER TABLE drover_runs ADD COLUMN parent_name text;
 ALTER TABLE drover_runs ADD COLUMN child_count integer NOT NULL DEFAULT 0;
+
+-- One replica at a time writes a run's TaskRun status: without this, a replica could write an
+-- older status after another wrote a newer one, and nobody would write it again.
+ALTER TABLE drover_runs ADD COLUMN push_lease_until timestamptz;
 CREATE INDEX drover_runs_children ON drover_runs (parent_id) WHERE parent_id IS NOT NULL;
 
 ALTER TABLE drover_attempts ADD COLUMN try_number integer;
