@@ -2,12 +2,21 @@
 cluster. Prints figures; asserts nothing except that Drover's concurrency limit held.
 
     .venv/bin/python -m bench.bench_operator [--runs-latency 200] [--runs-throughput 500]
-        [--limit 50] [--skip-jobs] [--skip-drover] [--keep]
+        [--runs-idle 30] [--limit 50] [--trials 3] [--scenarios latency throughput idle]
+        [--skip-jobs] [--skip-drover] [--keep]
 
 A. create → pod latency: N runs created one after another; per run, the time from just
    before its create call until a pod watch (started earlier) first sees a pod owned by it.
 B. N no-op runs at a concurrency limit: wall time from the first create until every run has
-   finished, against one Indexed Job with the same completions and parallelism.
+   finished, against one Indexed Job with the same completions and parallelism; peak
+   concurrent pods from the bench's own pod watch (never from Drover's records).
+C. Single runs at idle: each created once the one before has finished; create → pod.
+
+Every scenario runs `--trials` times per system, alternating which system goes first; the
+table shows each figure's median (min–max) beside its goal, and API requests per run come
+from kube-apiserver's apiserver_request_total (every client's requests, watches left out).
+The cluster is durable (etcd and Postgres fsync on) and the controller-manager's client limit
+is raised to 500 QPS / 1000 burst; the settings are printed with the table.
 
 On the local cluster a pod is a host process and the control plane shares the machine with
 the bench, so the figures compare the two systems on one box; they are not cluster numbers.
@@ -48,6 +57,7 @@ from bench.harness import (
     wait_operator_ready,
     wait_until,
 )
+from bench.report import print_table, table
 from drover_localcluster.cluster import LocalCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +65,29 @@ SYSTEMS = ("drover", "jobs")
 CREATE_WORKERS = 4  # scenario B: enough parallel creates to outrun a 50-slot queue
 WARMUP_TIMEOUT = 120.0
 NAMESPACE_DELETE_TIMEOUT = 180.0
+# The controller-manager's client limit (--kube-api-qps, --kube-api-burst) for the race: its
+# default (20, 30) would hold the Job controller back while the operator has none.
+CONTROLLER_MANAGER_QPS = (500, 1000)
+SCENARIOS = ("latency", "throughput", "idle")
+
+
+def settings(args: argparse.Namespace) -> dict[str, str]:
+    """What each system ran with: printed beside the table, kept in the JSON."""
+    qps, burst = CONTROLLER_MANAGER_QPS
+    return {
+        "kube-controller-manager": f"--kube-api-qps={qps} --kube-api-burst={burst}",
+        "drover-operator": "lightkube/kopf clients: no client-side rate limit",
+        "postgres": "fsync=on synchronous_commit=on full_page_writes=on (durable)",
+        "etcd": "fsync on (no --unsafe-no-fsync)",
+        "trials": f"{args.trials}, alternating which system goes first",
+    }
+
+
+def print_settings(args: argparse.Namespace) -> None:
+    print("\nsettings:")
+    for name, value in settings(args).items():
+        print(f"  {name}: {value}")
+
 
 Results = dict[str, Any]
 
@@ -107,6 +140,11 @@ def api_delta(before: dict[str, float], after: dict[str, float], runs: Any) -> R
     }
 
 
+def _ran(pods: PodWatch, states: StateWatch[Any], uid: str) -> bool:
+    """The run has had a pod and has finished."""
+    return uid in pods.first_pod and uid in states.finished_at
+
+
 class Bench:
     def __init__(
         self,
@@ -120,7 +158,8 @@ class Bench:
         self.client = client
         self.operator = operator
         self.results: Results = {}
-        self.samples: dict[str, list[list[float | None]]] = {}
+        # Per scenario/system, per trial, per run: [created, first pod, finished] seconds.
+        self.samples: dict[str, list[list[list[float | None]]]] = {}
 
     def operator_of(self, system: str) -> Operator | None:
         return self.operator if system == "drover" else None
@@ -152,12 +191,12 @@ class Bench:
             raise BenchError(f"{system} warm-up run in {namespace} did not finish")
 
     async def scenario(
-        self, key: str, system: str, body: Callable[[str], Awaitable[Results]]
+        self, key: str, system: str, trial: int, body: Callable[[str], Awaitable[Results]]
     ) -> None:
-        namespace = f"bench-{key}-{system}"
-        print(f"\n== {key} / {system} (namespace {namespace})", flush=True)
+        namespace = f"bench-{key}-{system}-{trial}"
+        print(f"\n== {key} / {system} / trial {trial + 1} (namespace {namespace})", flush=True)
         entry: Results = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-        self.results.setdefault(key, {})[system] = entry
+        self.results.setdefault(key, {}).setdefault(system, []).append(entry)
         await create_namespace(self.client, namespace)
         before = await asyncio.to_thread(api_requests, self.cluster)
         try:
@@ -222,10 +261,12 @@ class Bench:
 
         # Per run, seconds after the first create: created, first pod seen, finished. Kept
         # for the JSON only: whether latency is per-object cost or a backlog shows there.
-        self.samples[f"latency/{system}"] = [
-            [since(t0), since(pods.first_pod.get(u)), since(states.finished_at.get(u))]
-            for u, t0 in created.items()
-        ]
+        self.samples.setdefault(f"latency/{system}", []).append(
+            [
+                [since(t0), since(pods.first_pod.get(u)), since(states.finished_at.get(u))]
+                for u, t0 in created.items()
+            ]
+        )
         result: Results = {
             "runs": n,
             "create_s": round(create_s, 2),
@@ -319,54 +360,55 @@ class Bench:
             "max_running_pods": pods.max_running,
         }
 
+    # -- scenario C ----------------------------------------------------------------------------
+
+    async def idle(self, system: str, namespace: str) -> Results:
+        """Single runs on an idle system: each created only once the one before has finished,
+        so the figure is one run's path through each system, with no backlog."""
+        n = self.args.runs_idle
+        pods, states = self.watches(system, namespace)
+        bg = Background(pods.run(), states.run(), operator=self.operator_of(system))
+        to_pod: list[float] = []
+        try:
+            if system == "drover":
+                await self.client.create(drover_task("noop", namespace))
+            await self.warm_up(system, namespace, bg, pods, states)
+            for i in range(n):
+                t0 = time.monotonic()
+                uid = await self.create(system, namespace, f"idle-{i:04d}")
+                if not await bg.until(
+                    functools.partial(_ran, pods, states, uid),
+                    self.args.scenario_timeout,
+                ):
+                    raise BenchError(f"idle run {i} of {system} did not finish")
+                to_pod.append(pods.first_pod[uid] - t0)
+        finally:
+            await bg.stop()
+        return {"runs": n, "create_to_pod_ms": distribution(to_pod)}
+
     async def run(self) -> None:
         systems = [s for s in SYSTEMS if not getattr(self.args, f"skip_{s}")]
         if self.operator is not None:
             ready_s = await wait_operator_ready(self.client, self.operator, WARMUP_TIMEOUT)
             self.results["operator_ready_s"] = round(ready_s, 2)
             print(f"operator ready: warm-up TaskRun succeeded after {ready_s:.1f}s", flush=True)
-        for system in systems:
-            await self.scenario("latency", system, functools.partial(self.latency, system))
-        for system in systems:
-            body = self.throughput_drover if system == "drover" else self.throughput_jobs
-            await self.scenario("throughput", system, body)
+        scenarios: dict[str, Callable[[str], Callable[[str], Awaitable[Results]]]] = {
+            "latency": lambda system: functools.partial(self.latency, system),
+            "throughput": lambda system: (
+                self.throughput_drover if system == "drover" else self.throughput_jobs
+            ),
+            "idle": lambda system: functools.partial(self.idle, system),
+        }
+        # Trials alternate the systems, and which goes first, so that neither always runs on
+        # a warmer (or busier) machine: D J, J D, D J, ...
+        for trial in range(self.args.trials):
+            order = systems if trial % 2 == 0 else systems[::-1]
+            for key in self.args.scenarios:
+                for system in order:
+                    await self.scenario(key, system, trial, scenarios[key](system))
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def summary(results: Results, args: argparse.Namespace) -> list[tuple[str, Any, Any, Any]]:
-    """(scenario, drover, jobs, jobs/drover) rows; None where not measured."""
-
-    def get(key: str, system: str, *path: str) -> Any:
-        value: Any = results.get(key, {}).get(system, {})
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
-
-    rows: list[tuple[str, Any, Any, Any]] = []
-
-    def row(label: str, key: str, *path: str, ratio: bool = True) -> None:
-        d, j = get(key, "drover", *path), get(key, "jobs", *path)
-        r = round(j / d, 2) if ratio and d and j is not None else None
-        rows.append((label, d, j, r))
-
-    for p in ("p50", "p90", "p99", "max"):
-        row(f"create→pod {p} (ms)", "latency", "create_to_pod_ms", p, ratio=p in ("p50", "p99"))
-    row("create→done p50 (ms)", "latency", "create_to_done_ms", "p50")
-    tp = f"{args.runs_throughput} runs @{args.limit}"
-    row(f"{tp} wall (s)", "throughput", "wall_s")
-    row(f"{tp} max concurrent pods", "throughput", "max_concurrent_pods", ratio=False)
-    return rows
-
-
-def print_summary(rows: list[tuple[str, Any, Any, Any]]) -> None:
-    def cell(value: Any) -> str:
-        return "—" if value is None else str(value)
-
-    print(f"\n{'scenario':<34}{'drover':>10}{'jobs':>10}{'jobs/drover':>14}")
-    for label, d, j, r in rows:
-        print(f"{label:<34}{cell(d):>10}{cell(j):>10}{cell(r):>14}")
 
 
 def apply_crds(cluster: LocalCluster, env: dict[str, str]) -> None:
@@ -410,6 +452,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs-latency", type=int, default=200, help="scenario A runs")
     parser.add_argument("--runs-throughput", type=int, default=500, help="scenario B runs")
     parser.add_argument("--limit", type=int, default=50, help="scenario B concurrency limit")
+    parser.add_argument("--runs-idle", type=int, default=30, help="scenario C runs")
+    parser.add_argument("--trials", type=int, default=3, help="alternating trials per system")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="which scenarios to run (default: all)",
+    )
     parser.add_argument("--skip-jobs", action="store_true", help="measure Drover only")
     parser.add_argument("--skip-drover", action="store_true", help="measure Jobs only")
     parser.add_argument(
@@ -417,7 +468,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the cluster and the namespaces (the operator is stopped)",
     )
-    parser.add_argument("--timeout", type=float, default=900, help="whole bench, seconds")
+    parser.add_argument("--timeout", type=float, default=3600, help="whole bench, seconds")
     parser.add_argument(
         "--scenario-timeout",
         type=float,
@@ -435,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     # Not under a private (0700) temp dir: Postgres runs as its own user.
     directory = Path(tempfile.mkdtemp(prefix="drover-bench-"))
     directory.chmod(0o755)
-    cluster = LocalCluster(directory)
+    # Durable (etcd and Postgres fsync, synchronous commits) and the Job controller's client
+    # limits raised: the settings a production cluster would race under.
+    cluster = LocalCluster(directory, durable=True, controller_manager_qps=CONTROLLER_MANAGER_QPS)
     operator: Operator | None = None
     bench: list[Bench] = []
     status = 1
@@ -467,13 +520,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cluster.down()
     results: Results = bench[0].results if bench else {}
-    rows = summary(results, args)
-    print_summary(rows)
-    if results.get("throughput", {}).get("drover", {}).get("limit_held") is False:
+    rows = table(results, args)
+    print_settings(args)
+    print_table(rows, args.trials)
+    if any(t.get("limit_held") is False for t in results.get("throughput", {}).get("drover", [])):
         print(f"\nLIMIT VIOLATED: Drover ran more than {args.limit} pods at once", file=sys.stderr)
         status = 1
     if any(
-        "error" in r for key in ("latency", "throughput") for r in results.get(key, {}).values()
+        "error" in t
+        for key in ("latency", "throughput", "idle")
+        for trials in results.get(key, {}).values()
+        for t in trials
     ):
         status = 1
     report = {
@@ -483,9 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.monotonic() - started, 1),
         "results": results,
         "samples": bench[0].samples if bench else {},
-        "summary": [
-            dict(zip(("scenario", "drover", "jobs", "jobs/drover"), r, strict=True)) for r in rows
-        ],
+        "settings": settings(args),
+        "summary": rows,
     }
     out = directory / "results.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

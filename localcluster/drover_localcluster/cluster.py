@@ -55,11 +55,19 @@ class ClusterState:
     nodes: dict[str, int] = field(default_factory=dict)  # node name -> agent pid
     # etcd and Postgres fsync as in production (benchmarks), rather than not at all (tests).
     durable: bool = False
+    # The controller-manager's client rate limit (--kube-api-qps, --kube-api-burst); None is
+    # its default (20, 30). Benchmarks raise it so the Job controller is not held back.
+    controller_manager_qps: tuple[int, int] | None = None
 
 
 class LocalCluster:
     def __init__(
-        self, directory: Path, *, timing: Timing | None = None, durable: bool = False
+        self,
+        directory: Path,
+        *,
+        timing: Timing | None = None,
+        durable: bool = False,
+        controller_manager_qps: tuple[int, int] | None = None,
     ) -> None:
         self.directory = directory.resolve()
         self.timing = timing or Timing()
@@ -67,6 +75,9 @@ class LocalCluster:
         self.state_file = self.directory / "state.json"
         self.state: ClusterState | None = self._load()
         self.durable = self.state.durable if self.state is not None else durable
+        self.controller_manager_qps = (
+            self.state.controller_manager_qps if self.state is not None else controller_manager_qps
+        )
         self._binaries: Binaries | None = None
         self._control_plane: ControlPlane | None = None
 
@@ -96,6 +107,7 @@ class LocalCluster:
                 Ports(**self.state.ports),
                 self.timing,
                 durable=self.state.durable,
+                controller_manager_qps=self.state.controller_manager_qps,
             )
         return self._control_plane
 
@@ -228,6 +240,7 @@ class LocalCluster:
             operator_tls_port=free_port(),
             helm_api_port=free_port(),
             durable=self.durable,
+            controller_manager_qps=self.controller_manager_qps,
         )
         self._save()
         try:

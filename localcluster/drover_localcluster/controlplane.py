@@ -43,10 +43,13 @@ class ControlPlane:
         timing: Timing,
         *,
         durable: bool = False,
+        controller_manager_qps: tuple[int, int] | None = None,
     ) -> None:
         self.directory = directory
         # fsync as in production (benchmarks); tests run faster without.
         self.durable = durable
+        # (qps, burst) of the controller-manager's client; None keeps its default (20, 30).
+        self.controller_manager_qps = controller_manager_qps
         self.binaries = binaries
         self.ports = ports
         self.timing = timing
@@ -243,10 +246,17 @@ class ControlPlane:
                 f"--node-monitor-grace-period={t.node_monitor_grace_s}s",
                 f"--node-monitor-period={t.node_monitor_period_s}s",
                 "--profiling=false",
+                *self._controller_manager_client_limits(),
             ],
             log=self.logs / "kube-controller-manager.log",
             marker=marker,
         )
+
+    def _controller_manager_client_limits(self) -> list[str]:
+        if self.controller_manager_qps is None:
+            return []
+        qps, burst = self.controller_manager_qps
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={burst}"]
 
     def _start_scheduler(self, marker: str, f: dict[str, Path]) -> int:
         return spawn(
