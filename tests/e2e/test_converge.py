@@ -61,6 +61,8 @@ def test_events_refused_for_missing_rbac_are_kept_until_allowed(
                     task="t",
                     generation=1,
                     created_at=dt.datetime.now(dt.UTC),
+                    # Refused at once: a Warning, which is posted (Queued is history only).
+                    failed=("InvalidPayload", "payload.n: required"),
                 )
             )
             poster = EventPoster(store, client, 10)
@@ -80,7 +82,7 @@ def test_events_refused_for_missing_rbac_are_kept_until_allowed(
     events = [
         e for e in cluster.client.list(Event, namespace=namespace) if e.involvedObject.uid == run_id
     ]
-    assert [e.reason for e in events] == ["Queued"]
+    assert [e.reason for e in events] == ["InvalidPayload"]
 
 
 def test_a_refused_finalizer_patch_is_retried(

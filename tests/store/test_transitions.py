@@ -272,17 +272,25 @@ def test_stall_is_due_after_the_heartbeat_timeout(with_store: Runner[Any]) -> No
 
 
 def test_the_outbox_holds_events_until_posted(with_store: Runner[Any]) -> None:
+    """Queued and Admitted are history only (every run has them; its status says so): they
+    never enter the outbox. The lines a user reads wait there until posted."""
+
     async def scenario(store: Store) -> None:
         await add_task(store)
         run_id = await add_run(store, "r")
         await store.admission.admit("ns", "t", POLICY)
+        assert await store.outbox.unposted(100) == []
+        assert await store.attempts.running(run_id, 1, NOW)
+        done = Outcome(AttemptState.SUCCEEDED, "Completed", "exit 0", False, 0)
+        assert await store.attempts.finish(run_id, 1, done, POLICY.end) is not None
         pending = await store.outbox.unposted(100)
         assert [(e.kind, e.reason, e.uid) for e in pending] == [
-            ("TaskRun", "Queued", run_id),
-            ("TaskRun", "Admitted", run_id),
+            ("TaskRun", "Started", run_id),
+            ("TaskRun", "Succeeded", run_id),
         ]
         await store.outbox.mark_posted(pending[:1])
-        assert [e.reason for e in await store.outbox.unposted(100)] == ["Admitted"]
+        assert [e.reason for e in await store.outbox.unposted(100)] == ["Succeeded"]
+        assert await reasons(store, run_id) == ["Queued", "Admitted", "Started", "Succeeded"]
 
     with_store(scenario)
 

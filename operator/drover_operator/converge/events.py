@@ -3,6 +3,7 @@ committed: on TaskRuns (a run's history) and on Tasks (schedules)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 #: be posted for that long is dropped rather than retried forever.
 EVENT_LIFETIME = dt.timedelta(hours=1)
 _WARN_EVERY_SECONDS = 60.0
+#: Events posted at once.
+_POST_CONCURRENCY = 16
 
 
 def event_name(event: PendingEvent) -> str:
@@ -49,28 +52,45 @@ class EventPoster:
         self.client = client
         self.batch_size = batch_size
         self._warned_at = 0.0
+        # The reconcile loop and the scheduler both post: one at a time, or both would post
+        # the same unposted Events (the second meeting AlreadyExists, a wasted request each).
+        self._posting = asyncio.Lock()
 
     async def post(self) -> None:
-        done: list[PendingEvent] = []
+        """Post one batch, several at a time (each is independent: a burst of runs must not
+        wait behind one another's round trips). A namespace that refused one (missing RBAC)
+        or an API server that did not answer is tried again on a later pass."""
+        async with self._posting:
+            await self._post_batch()
+
+    async def _post_batch(self) -> None:
+        events = await self.store.outbox.unposted(self.batch_size)
+        if not events:
+            return
+        gate = asyncio.Semaphore(_POST_CONCURRENCY)
         forbidden: set[str] = set()  # namespaces where this pass was refused
-        try:
-            for event in await self.store.outbox.unposted(self.batch_size):
-                if event.namespace in forbidden:
-                    continue
+        unreachable = False
+
+        async def one(event: PendingEvent) -> PendingEvent | None:
+            nonlocal unreachable
+            async with gate:
+                if event.namespace in forbidden or unreachable:
+                    return None
                 code = await self._post(event)
-                if code is None or code in (404, 409) or now() - event.at > EVENT_LIFETIME:
-                    done.append(event)
-                    continue
-                metrics.EVENTS_NOT_POSTED.labels(str(code)).inc()
-                if code == 403:
-                    # Missing RBAC: said loudly; kept, and retried next pass.
-                    self._warn_forbidden(event)
-                    forbidden.add(event.namespace)
-                elif code == 0:
-                    break  # no answer from the API server: the rest would wait in vain
-        finally:
-            if done:
-                await self.store.outbox.mark_posted(done)
+            if code is None or code in (404, 409) or now() - event.at > EVENT_LIFETIME:
+                return event
+            metrics.EVENTS_NOT_POSTED.labels(str(code)).inc()
+            if code == 403:
+                # Missing RBAC: said loudly; kept, and retried next pass.
+                self._warn_forbidden(event)
+                forbidden.add(event.namespace)
+            elif code == 0:
+                unreachable = True  # no answer from the API server: the rest would wait in vain
+            return None
+
+        done = [e for e in await asyncio.gather(*(one(e) for e in events)) if e is not None]
+        if done:
+            await self.store.outbox.mark_posted(done)
 
     async def _post(self, event: PendingEvent) -> int | None:
         """None when posted; else the API's status code (0: no answer)."""

@@ -19,15 +19,25 @@ from drover_operator.domain.attempts import AttemptState, Outcome
 from drover_operator.domain.pods import pod_name
 from drover_operator.domain.tokens import attempt_token, token_hash
 
+#: History lines kept in Postgres only, never posted as Kubernetes Events: every run has
+#: them, the TaskRun's status already says so, and two Events per run were a third of the
+#: operator's API requests (docs/decisions.md, "Events a user reads").
+HISTORY_ONLY_REASONS = frozenset({"Queued", "Admitted"})
+
 
 @dataclass(frozen=True)
 class EventRecord:
-    """A line of a run's history, posted as a Kubernetes Event after commit."""
+    """A line of a run's history, posted as a Kubernetes Event after commit (unless it is
+    `history_only`)."""
 
     type: str  # Normal | Warning
     reason: str
     message: str
     attempt: int | None = None
+
+    @property
+    def history_only(self) -> bool:
+        return self.type == "Normal" and self.reason in HISTORY_ONLY_REASONS
 
 
 # -- admission ---------------------------------------------------------------------------------

@@ -103,6 +103,9 @@ class Engine:
         self.lifecycle = lifecycle
         self.converge = converger
         self._wake = asyncio.Event()
+        # Publishing (TaskRun/Task status, Events) has a loop of its own: admission and pod
+        # creation never wait behind a burst's status patches and Events.
+        self._publish = asyncio.Event()
         # (run uid, attempt) already known to be running / finished, and runs recorded:
         # skip repeated work on the many events that change nothing for us.
         self._seen_running = Recent()
@@ -251,6 +254,7 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(listen(self.settings.database.url, self.wake, stop))
+        publisher = asyncio.create_task(self._publish_loop(stop))
         try:
             while not stop.is_set():
                 try:
@@ -258,14 +262,30 @@ class Engine:
                 except Exception:
                     log.exception("reconcile pass failed; retrying")
                     await asyncio.sleep(1)
+                self._publish.set()
                 delay = await self._until_next_wake()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 self._wake.clear()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, publisher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        """Publish what the reconcile passes committed, as soon as one has: a pass that ran
+        meanwhile is published by the next round, with whatever else changed by then."""
+        tick = self.settings.loop.tick.total_seconds()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publish.wait(), timeout=tick)
+            self._publish.clear()
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("publishing status and events failed; retrying")
+                await asyncio.sleep(1)
 
     async def _until_next_wake(self) -> float:
         tick = self.settings.loop.tick.total_seconds()
@@ -308,14 +328,18 @@ class Engine:
             outcome = attempts.not_started(pod)
             await self.lifecycle.end_attempt(due.run_id, due.number, outcome, kill=True)
         await self.converge.pods.stop()
+        await self.converge.finalizers.retry()
+        await self.converge.webhooks.sync()
+
+    async def publish(self) -> None:
+        """Make TaskRun and Task status and Events show what was committed."""
         for orphan in await self.converge.status.push_runs():
             # The TaskRun is gone (deleted while we were not looking): close its record.
-            await self.lifecycle.close(
+            if await self.lifecycle.close(
                 orphan.id, reason="Deleted", message="the TaskRun no longer exists", deleted=True
-            )
+            ):
+                self.wake()
         await self.converge.events.post()
         counts = await self.store.tasks.counts()
         observe.task_counts(counts)
         await self.converge.status.push_tasks(counts)
-        await self.converge.finalizers.retry()
-        await self.converge.webhooks.sync()

@@ -9,9 +9,10 @@ from drover_operator.domain.lifecycle import EventRecord
 from drover_operator.domain.records import PendingEvent
 from drover_operator.store.db import Connection, Pool, fetch_all
 
+# A history-only line is recorded as already posted: it never enters the outbox.
 INSERT_RUN_EVENT = """
-INSERT INTO drover_run_events (run_id, attempt, type, reason, message)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO drover_run_events (run_id, attempt, type, reason, message, posted)
+VALUES (%s, %s, %s, %s, %s, %s)
 """
 
 INSERT_TASK_EVENT = """
@@ -42,7 +43,14 @@ async def record_run_events(
     for event in events:
         await conn.execute(
             INSERT_RUN_EVENT,
-            (run_id, event.attempt or attempt, event.type, event.reason, event.message),
+            (
+                run_id,
+                event.attempt or attempt,
+                event.type,
+                event.reason,
+                event.message,
+                event.history_only,
+            ),
         )
 
 
