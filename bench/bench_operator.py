@@ -40,11 +40,14 @@ from typing import Any
 from lightkube import ApiError, AsyncClient, KubeConfig
 
 from bench.harness import (
+    OPERATOR_USER,
     BenchError,
     Operator,
     PodWatch,
     StateWatch,
     api_requests,
+    audit_offset,
+    audit_requests,
     cluster_env,
     create_namespace,
     delete_namespace,
@@ -128,6 +131,13 @@ def distribution(samples_s: list[float]) -> dict[str, float]:
     return {f"p{p}": round(percentile(ms, p), 1) for p in (50, 90, 99)} | {"max": round(max(ms), 1)}
 
 
+def per_run(counts: dict[str, int], runs: Any) -> dict[str, float]:
+    """Each count divided by the runs, most first."""
+    if not isinstance(runs, int) or not runs:
+        return {}
+    return {k: round(v / runs, 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 def api_delta(before: dict[str, float], after: dict[str, float], runs: Any) -> Results:
     """Requests made during a scenario: total, per run, and the six most frequent kinds."""
     delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}
@@ -199,11 +209,19 @@ class Bench:
         self.results.setdefault(key, {}).setdefault(system, []).append(entry)
         await create_namespace(self.client, namespace)
         before = await asyncio.to_thread(api_requests, self.cluster)
+        audit = self.cluster.control_plane.audit_log
+        offset = audit_offset(audit)
         try:
             entry.update(await body(namespace))
             entry["api_requests"] = api_delta(
                 before, await asyncio.to_thread(api_requests, self.cluster), entry.get("runs")
             )
+            by_client = await asyncio.to_thread(audit_requests, audit, offset, namespace)
+            entry["api_requests"]["by_client_per_run"] = per_run(by_client, entry.get("runs"))
+            controller = "operator" if system == "drover" else "job-controller"
+            entry["api_requests"]["controller_per_run"] = per_run(
+                {controller: by_client.get(controller, 0)}, entry.get("runs")
+            ).get(controller)
         except (BenchError, ApiError) as e:
             # One system failing (its operator died, the API refused a run) still leaves the
             # other system's figures worth printing.
@@ -488,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     directory.chmod(0o755)
     # Durable (etcd and Postgres fsync, synchronous commits) and the Job controller's client
     # limits raised: the settings a production cluster would race under.
-    cluster = LocalCluster(directory, durable=True, controller_manager_qps=CONTROLLER_MANAGER_QPS)
+    cluster = LocalCluster(
+        directory, durable=True, controller_manager_qps=CONTROLLER_MANAGER_QPS, audit=True
+    )
     operator: Operator | None = None
     bench: list[Bench] = []
     status = 1
@@ -499,7 +519,11 @@ def main(argv: list[str] | None = None) -> int:
         env = cluster_env(cluster)
         if not args.skip_drover:
             apply_crds(cluster, env)
-            operator = Operator(env, directory / "operator.log")
+            # A client certificate of its own, so the audit log tells its requests apart.
+            kubeconfig = cluster.control_plane.component_kubeconfig(
+                "bench-operator", OPERATOR_USER, orgs=("system:masters",)
+            )
+            operator = Operator({**env, "KUBECONFIG": str(kubeconfig)}, directory / "operator.log")
             operator.start()
         asyncio.run(run_bench(args, cluster, operator, bench))
         status = 0

@@ -4,6 +4,7 @@ and watches that timestamp what the API server reports."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -88,6 +89,47 @@ def api_requests(cluster: LocalCluster) -> dict[str, float]:
             resource += "/" + labels["subresource"]
         key = f"{labels.get('verb')} {resource}"
         counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+#: The operator's own identity in the bench (a client certificate of its own), so the audit
+#: log tells its requests from the bench's.
+OPERATOR_USER = "drover-operator"
+_CLIENTS = {
+    OPERATOR_USER: "operator",
+    "system:serviceaccount:kube-system:job-controller": "job-controller",
+    "system:kube-scheduler": "scheduler",
+    "system:serviceaccount:kube-system:generic-garbage-collector": "garbage-collector",
+    "drover-admin": "bench",
+}
+
+
+def audit_offset(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def audit_requests(log: Path, offset: int, namespace: str) -> dict[str, int]:
+    """Requests about objects in `namespace` since `offset` of kube-apiserver's audit log
+    (watches are not logged), by client: "operator", "job-controller", "scheduler",
+    "node", "bench", ... (the user name for anyone else)."""
+    counts: dict[str, int] = {}
+    if not log.exists():
+        return counts
+    with log.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line still being written
+            if (event.get("objectRef") or {}).get("namespace") != namespace:
+                continue
+            user = str((event.get("user") or {}).get("username", "?"))
+            client = "node" if user.startswith("system:node:") else _CLIENTS.get(user, user)
+            counts[client] = counts.get(client, 0) + 1
     return counts
 
 

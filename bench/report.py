@@ -45,6 +45,11 @@ def figures(args: Any) -> list[Figure]:
             lambda d, _j, _l: d <= 8,
         ),
         Figure(
+            f"{burst}: … by operator / job ctrl",
+            "latency",
+            ("api_requests", "controller_per_run"),
+        ),
+        Figure(
             f"{tp}: wall (s)",
             "throughput",
             ("wall_s",),
@@ -66,6 +71,11 @@ def figures(args: Any) -> list[Figure]:
             ("api_requests", "per_run"),
             "≤ 8",
             lambda d, _j, _l: d <= 8,
+        ),
+        Figure(
+            f"{tp}: … by operator / job ctrl",
+            "throughput",
+            ("api_requests", "controller_per_run"),
         ),
         Figure(
             "idle single runs: create→pod p50 (ms)",
@@ -126,14 +136,14 @@ def table(results: Results, args: Any) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]], trials: int) -> None:
-    print(f"\nmedian (min–max) over {trials} alternating trials per system")
-    header = f"{'figure':<40}{'drover':>24}{'jobs':>24}{'d/j':>7}  {'goal':<13}met"
+    print(f"\nmedian (min–max) over up to {trials} alternating trials per system (n: trials)")
+    header = f"{'figure':<40}{'drover':>27}{'jobs':>27}{'d/j':>7}  {'goal':<13}{'met':<5}n"
     print(header)
     print("-" * len(header))
     for row in rows:
         ratio = "" if row["drover/jobs"] is None else f"{row['drover/jobs']:g}"
         met = {True: "yes", False: "NO", None: ""}[row["met"]]
         print(
-            f"{row['figure']:<40}{row['drover_cell']:>24}{row['jobs_cell']:>24}{ratio:>7}"
-            f"  {row['goal']:<13}{met}"
+            f"{row['figure']:<40}{row['drover_cell']:>27}{row['jobs_cell']:>27}{ratio:>7}"
+            f"  {row['goal']:<13}{met:<5}{row['trials'][0]}/{row['trials'][1]}"
         )

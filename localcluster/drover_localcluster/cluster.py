@@ -58,6 +58,8 @@ class ClusterState:
     # The controller-manager's client rate limit (--kube-api-qps, --kube-api-burst); None is
     # its default (20, 30). Benchmarks raise it so the Job controller is not held back.
     controller_manager_qps: tuple[int, int] | None = None
+    # kube-apiserver writes an audit log (logs/audit.log): benchmarks count requests by client.
+    audit: bool = False
 
 
 class LocalCluster:
@@ -68,6 +70,7 @@ class LocalCluster:
         timing: Timing | None = None,
         durable: bool = False,
         controller_manager_qps: tuple[int, int] | None = None,
+        audit: bool = False,
     ) -> None:
         self.directory = directory.resolve()
         self.timing = timing or Timing()
@@ -78,6 +81,7 @@ class LocalCluster:
         self.controller_manager_qps = (
             self.state.controller_manager_qps if self.state is not None else controller_manager_qps
         )
+        self.audit = self.state.audit if self.state is not None else audit
         self._binaries: Binaries | None = None
         self._control_plane: ControlPlane | None = None
 
@@ -108,6 +112,7 @@ class LocalCluster:
                 self.timing,
                 durable=self.state.durable,
                 controller_manager_qps=self.state.controller_manager_qps,
+                audit=self.state.audit,
             )
         return self._control_plane
 
@@ -241,6 +246,7 @@ class LocalCluster:
             helm_api_port=free_port(),
             durable=self.durable,
             controller_manager_qps=self.controller_manager_qps,
+            audit=self.audit,
         )
         self._save()
         try:

@@ -32,6 +32,17 @@ class Ports:
     scheduler: int
 
 
+# Who asked for what, one line per request once answered; watches left out (long-lived).
+_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: None
+    verbs: ["watch"]
+  - level: Metadata
+"""
+
+
 class ControlPlane:
     """The control plane of one local cluster rooted at `directory`."""
 
@@ -44,8 +55,12 @@ class ControlPlane:
         *,
         durable: bool = False,
         controller_manager_qps: tuple[int, int] | None = None,
+        audit: bool = False,
     ) -> None:
         self.directory = directory
+        # An audit log of every request but watches (who asked what): benchmarks count
+        # each client's requests from it.
+        self.audit = audit
         # fsync as in production (benchmarks); tests run faster without.
         self.durable = durable
         # (qps, burst) of the controller-manager's client; None keeps its default (20, 30).
@@ -209,6 +224,7 @@ class ControlPlane:
                 f"--proxy-client-cert-file={f['front_proxy_cert']}",
                 f"--proxy-client-key-file={f['front_proxy_key']}",
                 "--profiling=false",
+                *self._audit_flags(),
             ],
             log=log,
             marker=marker,
@@ -251,6 +267,22 @@ class ControlPlane:
             log=self.logs / "kube-controller-manager.log",
             marker=marker,
         )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.directory / "audit-policy.yaml"
+        policy.write_text(_AUDIT_POLICY)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",  # one file, never rotated: readers keep their offsets
+        ]
 
     def _controller_manager_client_limits(self) -> list[str]:
         if self.controller_manager_qps is None:

@@ -23,6 +23,7 @@ from drover_operator.engine.policy import LifecyclePolicy
 from drover_operator.engine.runs import Engine
 from drover_operator.engine.scheduler import Scheduler
 from drover_operator.engine.triggers import Triggers
+from drover_operator.engine.vanished import VanishedRuns
 from drover_operator.engine.workflows import Workflows, WorkflowSettings
 from drover_operator.kube import make_client
 from drover_operator.settings import OperatorSettings
@@ -129,6 +130,7 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
             engine.run(stop),
             Scheduler(settings, store, converger).run(stop),
             HistoryCleaner(settings, store, lifecycle, converger).run(stop),
+            VanishedRuns(settings, store, lifecycle, converger, engine.wake).run(stop),
         )
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
 
 from drover.protocol.names import FINALIZER
 from drover_operator.converge.events import EventPoster
@@ -85,13 +86,22 @@ def test_events_refused_for_missing_rbac_are_kept_until_allowed(
     assert [e.reason for e in events] == ["InvalidPayload"]
 
 
-def test_a_refused_finalizer_patch_is_retried(
+def test_a_refused_finalizer_removal_is_retried(
     cluster: E2ECluster, namespace: str, drover_crds: None, tmp_path: Path
 ) -> None:
+    """TaskRuns from earlier versions carry the finalizer: its removal, once refused, is
+    retried until it succeeds (a deleted TaskRun is never left stuck)."""
     bearer = service_account(
         cluster, namespace, "reader", [rule("drover.dev", ["taskruns"], ["get"])]
     )
     run(cluster.client, namespace, "r", "t")
+    cluster.client.patch(
+        TaskRunResource,
+        "r",
+        {"metadata": {"finalizers": [FINALIZER]}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
     found = cluster.client.get(TaskRunResource, "r", namespace=namespace)
     body: dict[str, Any] = found.to_dict()  # type: ignore[no-untyped-call]
 
@@ -99,7 +109,7 @@ def test_a_refused_finalizer_patch_is_retried(
         client = async_client_as(cluster, bearer, tmp_path / "kubeconfig")
         try:
             finalizers = Finalizers(client)
-            await finalizers.ensure(body)  # refused: may not patch
+            await finalizers.remove(body)  # refused: may not patch
             pending = finalizers.pending
             grant(
                 cluster,
@@ -115,7 +125,7 @@ def test_a_refused_finalizer_patch_is_retried(
 
     assert asyncio.run(scenario()) == (1, 0)
     meta = cluster.client.get(TaskRunResource, "r", namespace=namespace).metadata
-    assert meta is not None and FINALIZER in (meta.finalizers or [])
+    assert meta is not None and FINALIZER not in (meta.finalizers or [])
 
 
 def test_ready_keeps_its_transition_time_across_a_restart(

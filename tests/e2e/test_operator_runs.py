@@ -188,7 +188,8 @@ def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(
     uid = run(c, namespace, "doomed", "long")
     wait_phase(c, namespace, "doomed", "Running")
     meta = get_run(c, namespace, "doomed").metadata
-    assert meta is not None and FINALIZER in (meta.finalizers or [])
+    # No finalizer: the watch's DELETED event closes the record (docs/decisions.md).
+    assert meta is not None and FINALIZER not in (meta.finalizers or [])
     c.delete(TaskRunResource, "doomed", namespace=namespace)
 
     def gone() -> bool:
@@ -198,7 +199,7 @@ def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(
             return exc.status.code == 404
         return False
 
-    wait_for(gone, what="TaskRun deleted (finalizer released)")
+    wait_for(gone, what="TaskRun deleted")
     wait_for(lambda: not _pods(cluster, namespace), what="pod removed")
     with psycopg.connect(operator.dsn) as conn:
         phase, reason, deleted = conn.execute(
@@ -209,6 +210,46 @@ def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(
         ).fetchone()
     assert (phase, reason, deleted) == ("Canceled", "Deleted", True)
     assert active == (0,)
+
+
+def test_a_taskrun_deleted_while_no_operator_runs_frees_its_slot_once_one_is_back(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Without a finalizer a deletion can go unseen: the operator compares its unfinished
+    records with the TaskRuns at startup, closes the missing one's record and admits the
+    run that waited for its slot."""
+    c = cluster.client
+    task(
+        c,
+        namespace,
+        "single",
+        {"image": "busybox", "command": ["sleep", "600"], "concurrency": {"limit": 1}},
+    )
+    uid = run(c, namespace, "holder", "single")
+    wait_phase(c, namespace, "holder", "Running")
+    run(c, namespace, "waiter", "single")
+    wait_for(
+        lambda: status(c, namespace, "waiter").get("phase") == "Queued",
+        what="the second run queued behind the limit",
+    )
+    operator.kill()
+    c.delete(TaskRunResource, "holder", namespace=namespace)
+
+    def gone() -> bool:
+        try:
+            get_run(c, namespace, "holder")
+        except ApiError as exc:
+            return exc.status.code == 404
+        return False
+
+    wait_for(gone, what="the TaskRun deleted with no operator running")
+    operator.start()
+    wait_phase(c, namespace, "waiter", "Running")
+    with psycopg.connect(operator.dsn) as conn:
+        row = conn.execute(
+            "SELECT phase, reason, deleted_at IS NOT NULL FROM drover_runs WHERE id = %s", (uid,)
+        ).fetchone()
+    assert row == ("Canceled", "Deleted", True)
 
 
 def test_missing_task_is_named_and_nothing_runs(

@@ -187,6 +187,22 @@ class TaskRunWriter:
         spec: dict[str, Any] = found.spec or {}
         return spec
 
+    async def uids(self, namespaces: list[str] | None) -> set[str] | None:
+        """The UIDs of every TaskRun in `namespaces` (None: all), listed in pages; None: the
+        API server did not answer or refused."""
+        found: set[str] = set()
+        try:
+            for namespace in namespaces or ["*"]:
+                async for run in self.client.list(
+                    TaskRunResource, namespace=namespace, chunk_size=500
+                ):
+                    if run.metadata is not None and run.metadata.uid:
+                        found.add(run.metadata.uid)
+        except (ApiError, *NETWORK_ERRORS) as exc:
+            log.warning("listing TaskRuns: %s", exc)
+            return None
+        return found
+
     async def exists(self, namespace: str, name: str, uid: str) -> bool | None:
         """Whether the TaskRun called `name` with this UID exists; None: the API server did
         not answer."""

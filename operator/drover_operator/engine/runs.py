@@ -157,7 +157,6 @@ class Engine:
             if await self._record(body):
                 self.wake()
             self._recorded.add(uid)
-            await self.converge.finalizers.ensure(body)
         cancel = bool((body.get("spec") or {}).get("cancel"))
         if cancel and await self.lifecycle.close(
             uid, reason="Canceled", message="spec.cancel is true", deleted=False

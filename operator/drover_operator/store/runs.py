@@ -17,6 +17,7 @@ from drover_operator.domain.records import (
     AttemptSummary,
     RunEvent,
     RunRecord,
+    RunRef,
     UnpushedRun,
 )
 from drover_operator.store.db import (
@@ -154,6 +155,13 @@ RUN_ATTEMPTS = """
 SELECT number, try_number, pod_name, state, admitted_at, started_at, finished_at, exit_code,
        reason, message
 FROM drover_attempts WHERE run_id = %s ORDER BY number DESC LIMIT %s
+"""
+
+# Unfinished runs whose TaskRun may have been deleted unseen (created before a listing began).
+UNFINISHED_BEFORE = f"""
+SELECT id, namespace, name FROM drover_runs
+WHERE phase NOT IN ({_FINISHED}) AND deleted_at IS NULL AND created_at < %(before)s
+  AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s::text[]))
 """
 
 MARK_PUSHED = """
@@ -312,6 +320,15 @@ class RunStore:
     async def mark_pushed(self, run_id: str, version: int) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(MARK_PUSHED, (version, run_id))
+
+    async def unfinished_before(
+        self, before: dt.datetime, namespaces: list[str] | None
+    ) -> list[RunRef]:
+        """Unfinished runs created before `before` (in `namespaces`, None: all)."""
+        async with self.pool.connection() as conn:
+            return await fetch_all(
+                conn, RunRef, UNFINISHED_BEFORE, {"before": before, "namespaces": namespaces}
+            )
 
     async def release_push(self, run_id: str) -> None:
         """Give up a claimed push that failed: another pass (or replica) retries it."""
