@@ -20,6 +20,21 @@ def _object(event: kopf.RawEvent) -> dict[str, Any]:
     return cast(dict[str, Any], event["object"])
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: Drover has only raw event handlers, which never look at a diff, yet
+    kopf builds an object's "essence" (a deep copy of the whole body) on every event to
+    compute one. Nothing is stored, nothing is copied."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _engine(memo: Any) -> Engine:
     engine: Engine = memo.engine
     return engine
@@ -29,7 +44,7 @@ def _engine(memo: Any) -> Engine:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our resources' status belongs to the operator's own writers; kopf keeps no state there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
 

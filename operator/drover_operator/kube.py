@@ -13,6 +13,13 @@ TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskrun
 
 FIELD_MANAGER = "drover-operator"
 
+#: Requests the converger has in flight at once: pods being created, and statuses and Events
+#: being written (these two share theirs). Together below the HTTP client's 20 kept-alive
+#: connections, so a burst reuses them instead of opening (and TLS-handshaking) new ones;
+#: pods have slots of their own, so a burst's status writes never hold back its pods.
+POD_CONCURRENCY = 10
+PUBLISH_CONCURRENCY = 8
+
 #: The API server could not be reached, or the connection broke: retried on the next pass.
 NETWORK_ERRORS = (httpx2.HTTPError,)
 

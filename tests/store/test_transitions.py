@@ -226,11 +226,18 @@ def test_delete_of_a_finished_run_only_marks_it_gone(with_store: Runner[Any]) ->
 
 def test_expire_ends_runs_not_started_within_their_ttl(with_store: Runner[Any]) -> None:
     async def scenario(store: Store) -> None:
-        await add_task(store, concurrency={"limit": 1})
-        started = await add_run(store, "started", expires_at=NOW - dt.timedelta(seconds=1))
+        await add_task(store, concurrency={"limit": 2})
+        started = await add_run(store, "started", expires_at=NOW + dt.timedelta(hours=1))
         await store.admission.admit("ns", "t", POLICY)
+        async with store.pool.connection() as conn:  # its ttl passes after it was admitted
+            await conn.execute(
+                "UPDATE drover_runs SET expires_at = %s WHERE id = %s",
+                (NOW - dt.timedelta(seconds=1), started),
+            )
         stale = await add_run(store, "stale", expires_at=NOW - dt.timedelta(seconds=1),
                               created_at=NOW + dt.timedelta(seconds=1))  # fmt: skip
+        # A slot is free, but a run past its ttl is never admitted (expire ends it).
+        assert await store.admission.admit("ns", "t", POLICY) == []
         fresh = await add_run(store, "fresh", expires_at=NOW + dt.timedelta(hours=1),
                               created_at=NOW + dt.timedelta(seconds=2))  # fmt: skip
         expired = await store.runs.expire()
@@ -333,5 +340,39 @@ def test_one_replica_at_a_time_writes_a_runs_status(with_store: Runner[Any], dsn
             assert [r.id for r in await store.runs.unpushed(10)] == [first.id]
         finally:
             await other.close()
+
+    with_store(scenario)
+
+
+def test_a_batch_of_statuses_is_read_and_marked_at_once(with_store: Runner[Any]) -> None:
+    """The status writer reads each run's latest attempts, and marks the runs it wrote, with
+    one statement per batch: each run gets its own attempts, newest first, at most `limit`."""
+
+    async def scenario(store: Store) -> None:
+        await add_task(store, retry={"maxAttempts": 3})
+        first, second, idle = [await add_run(store, n) for n in ("a", "b", "c")]
+        await store.admission.admit("ns", "t", POLICY)
+        failed = Outcome(AttemptState.FAILED, "Error", "exit 1", True, 1)
+        for number in (1, 2):
+            await store.attempts.running(first, number, NOW)
+            await store.attempts.finish(first, number, failed, POLICY.end)
+            async with store.pool.connection() as conn:  # retry at once
+                await conn.execute(
+                    "UPDATE drover_runs SET eligible_at = NULL WHERE id = %s", (first,)
+                )
+            await store.admission.admit("ns", "t", POLICY)
+        found = await store.runs.attempts_of([first, second, idle], 2)
+        assert [a.number for a in found[first]] == [3, 2]
+        assert [a.number for a in found[second]] == [1]
+        pending = await store.runs.unpushed(10)
+        await store.runs.mark_pushed_many([(r.id, r.version) for r in pending])
+        async with store.pool.connection() as conn:
+            behind = await (
+                await conn.execute(
+                    "SELECT count(*) AS n FROM drover_runs WHERE version > pushed_version"
+                )
+            ).fetchone()
+        assert behind is not None and behind["n"] == 0
+        assert await store.runs.unpushed(10) == []
 
     with_store(scenario)

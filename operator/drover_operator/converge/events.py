@@ -16,7 +16,7 @@ from lightkube.resources.core_v1 import Event
 from drover.protocol.names import API_VERSION
 from drover.protocol.timestamps import now
 from drover_operator.domain.records import PendingEvent
-from drover_operator.kube import NETWORK_ERRORS
+from drover_operator.kube import NETWORK_ERRORS, PUBLISH_CONCURRENCY
 from drover_operator.store import Store
 from drover_operator.telemetry import metrics
 
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 #: be posted for that long is dropped rather than retried forever.
 EVENT_LIFETIME = dt.timedelta(hours=1)
 _WARN_EVERY_SECONDS = 60.0
-#: Events posted at once.
-_POST_CONCURRENCY = 16
 
 
 def event_name(event: PendingEvent) -> str:
@@ -47,7 +45,14 @@ def _terminating(exc: ApiError) -> bool:
 class EventPoster:
     """Posts the outbox's Events, oldest first."""
 
-    def __init__(self, store: Store, client: AsyncClient, batch_size: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: AsyncClient,
+        batch_size: int,
+        writes: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.writes = writes or asyncio.Semaphore(PUBLISH_CONCURRENCY)
         self.store = store
         self.client = client
         self.batch_size = batch_size
@@ -67,13 +72,12 @@ class EventPoster:
         events = await self.store.outbox.unposted(self.batch_size)
         if not events:
             return
-        gate = asyncio.Semaphore(_POST_CONCURRENCY)
         forbidden: set[str] = set()  # namespaces where this pass was refused
         unreachable = False
 
         async def one(event: PendingEvent) -> PendingEvent | None:
             nonlocal unreachable
-            async with gate:
+            async with self.writes:
                 if event.namespace in forbidden or unreachable:
                     return None
                 code = await self._post(event)

@@ -20,14 +20,11 @@ from drover_operator.crd import TaskSpec
 from drover_operator.domain.pods import PodRequest, build_pod, token_secret
 from drover_operator.domain.records import PodToCreate
 from drover_operator.domain.tokens import attempt_token, token_secret_name
-from drover_operator.kube import NETWORK_ERRORS
+from drover_operator.kube import NETWORK_ERRORS, POD_CONCURRENCY
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
 
 log = logging.getLogger(__name__)
-
-#: Pods created at once (each is a Secret and a pod: two API server round trips).
-_CREATE_CONCURRENCY = 16
 
 
 def _ids(run_id: str, number: int) -> dict[str, Any]:
@@ -48,8 +45,13 @@ class PodConverger:
     """Makes attempts' pods exist while they should, and go when they should not."""
 
     def __init__(
-        self, settings: OperatorSettings, store: Store, client: AsyncClient, key: bytes | None
+        self,
+        settings: OperatorSettings,
+        store: Store,
+        client: AsyncClient,
+        key: bytes | None,
     ) -> None:
+        self.writes = asyncio.Semaphore(POD_CONCURRENCY)
         self.settings = settings
         self.store = store
         self.client = client
@@ -62,10 +64,9 @@ class PodConverger:
         round trips). AlreadyExists with the same run's UID means it was created before a
         crash: adopted."""
         rows = await self.store.attempts.pods_to_create(self.settings.loop.batch_size)
-        gate = asyncio.Semaphore(_CREATE_CONCURRENCY)
 
         async def one(row: PodToCreate) -> CreatedPod | None:
-            async with gate:
+            async with self.writes:
                 return await self._create(row)
 
         created = await asyncio.gather(*(one(row) for row in rows))

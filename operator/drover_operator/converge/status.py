@@ -17,9 +17,9 @@ from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from drover.protocol.timestamps import now, rfc3339
-from drover_operator.domain.records import TaskCounts, UnpushedRun
+from drover_operator.domain.records import AttemptSummary, TaskCounts, UnpushedRun
 from drover_operator.domain.status import ready_since, task_status, taskrun_status
-from drover_operator.kube import NETWORK_ERRORS, TaskResource, TaskRunResource
+from drover_operator.kube import NETWORK_ERRORS, PUBLISH_CONCURRENCY, TaskResource, TaskRunResource
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
 
@@ -29,14 +29,19 @@ TaskKey = tuple[str, str]
 
 #: `status.children` lists this many (all are in the API).
 MAX_CHILDREN_IN_STATUS = 1000
-#: TaskRun statuses written at once.
-_PUSH_CONCURRENCY = 16
 
 
 class StatusConverger:
     """Writes `status` of TaskRuns and Tasks."""
 
-    def __init__(self, settings: OperatorSettings, store: Store, client: AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        store: Store,
+        client: AsyncClient,
+        writes: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.writes = writes or asyncio.Semaphore(PUBLISH_CONCURRENCY)
         self.settings = settings
         self.store = store
         self.client = client
@@ -53,25 +58,36 @@ class StatusConverger:
         by one replica at a time); returns the runs whose TaskRun is gone (their records are
         for the caller to close)."""
         runs = await self.store.runs.unpushed(self.settings.loop.batch_size)
-        gate = asyncio.Semaphore(_PUSH_CONCURRENCY)
+        if not runs:
+            return []
+        attempts = await self.store.runs.attempts_of(
+            [run.id for run in runs if run.deleted_at is None],
+            self.settings.runs.attempts_in_status,
+        )
 
-        async def one(run: UnpushedRun) -> UnpushedRun | None:
-            async with gate:
-                pushed = await self._push(run)
+        async def one(run: UnpushedRun) -> bool | None:
+            async with self.writes:
+                return await self._push(run, attempts.get(str(run.id), []))
+
+        results = await asyncio.gather(*(one(r) for r in runs))
+        for run, pushed in zip(runs, results, strict=True):
             if pushed is None:
                 await self.store.runs.release_push(run.id)
-                return None
-            await self.store.runs.mark_pushed(run.id, run.version)
-            return None if pushed else run
+        # Written, or nothing left to write to: one statement for the whole batch.
+        await self.store.runs.mark_pushed_many(
+            [
+                (run.id, run.version)
+                for run, pushed in zip(runs, results, strict=True)
+                if pushed is not None
+            ]
+        )
+        return [run for run, pushed in zip(runs, results, strict=True) if pushed is False]
 
-        return [run for run in await asyncio.gather(*(one(r) for r in runs)) if run is not None]
-
-    async def _push(self, run: UnpushedRun) -> bool | None:
+    async def _push(self, run: UnpushedRun, attempts: list[AttemptSummary]) -> bool | None:
         """Write the run's status: True done (or nothing to write), False the TaskRun is gone,
         None failed (retried)."""
         if run.deleted_at is not None:
             return True
-        attempts = await self.store.runs.attempts(run.id, self.settings.runs.attempts_in_status)
         children = (
             await self.store.runs.child_names(run.id, MAX_CHILDREN_IN_STATUS)
             if run.child_count

@@ -40,6 +40,9 @@ from drover_operator.store.runs import NewRun
 
 log = logging.getLogger(__name__)
 
+#: How long the publisher lets changes gather before writing them.
+PUBLISH_COALESCE_SECONDS = 0.1
+
 
 def _parent(meta: dict[str, Any]) -> tuple[str | None, str | None]:
     """(uid, name) of the TaskRun that owns this one: its parent, for child runs."""
@@ -111,6 +114,10 @@ class Engine:
         self._seen_running = Recent()
         self._seen_finished = Recent()
         self._recorded = Recent()
+        # Each Task's (uid, generation, spec: None when invalid) as last stored: events that
+        # change no generation (our own status patches) are skipped, and recording a run
+        # reads its Task's spec from here instead of Postgres.
+        self._tasks: dict[tuple[str, str], tuple[str, int, TaskSpec | None]] = {}
 
     def wake(self, _payload: str = "") -> None:
         self._wake.set()
@@ -119,6 +126,12 @@ class Engine:
 
     async def on_task(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        generation = meta.get("generation", 1)
+        known = self._tasks.get(key)
+        if known is not None and known[:2] == (meta["uid"], generation):
+            return  # stored already: a status write, ours or the scheduler's
+        spec: TaskSpec | None = None
         try:
             spec = TaskSpec.model_validate(body.get("spec") or {})
             problem = task_problem(spec)
@@ -138,11 +151,13 @@ class Engine:
             await self.store.webhooks.declare(meta["namespace"], meta["name"], meta["uid"], header)
         else:
             await self.store.webhooks.drop(meta["namespace"], meta["name"])
+        self._tasks[key] = (meta["uid"], generation, spec if problem is None else None)
         if changed:  # not for the events our own status updates cause
             self.converge.status.forget_task(meta["namespace"], meta["name"])
             self.wake()
 
     async def on_task_deleted(self, namespace: str, name: str) -> None:
+        self._tasks.pop((namespace, name), None)
         await self.store.tasks.delete(namespace, name)
         await self.store.webhooks.drop(namespace, name)
         self.converge.status.forget_task(namespace, name, deleted=True)
@@ -183,12 +198,9 @@ class Engine:
             eligible = created + parse_duration(spec.delay)
         failed = None
         parent_id, parent_name = _parent(meta)
-        task = await self.store.tasks.get(meta["namespace"], spec.task_ref.name)
-        if task is not None:
-            try:
-                problem = payload_problem(TaskSpec.model_validate(task.spec), spec.payload)
-            except ValidationError:
-                problem = None  # the Task's own condition says what is wrong
+        task_spec = await self._task_spec(meta["namespace"], spec.task_ref.name)
+        if task_spec is not None:
+            problem = payload_problem(task_spec, spec.payload)
             if problem:
                 failed = ("InvalidPayload", problem)
         return await self.lifecycle.record(
@@ -212,6 +224,20 @@ class Engine:
                 parent_name=parent_name,
             )
         )
+
+    async def _task_spec(self, namespace: str, name: str) -> TaskSpec | None:
+        """The Task's spec as last stored; None when it is missing or invalid (the Task's
+        own condition then says what is wrong)."""
+        known = self._tasks.get((namespace, name))
+        if known is not None:
+            return known[2]
+        task = await self.store.tasks.get(namespace, name)
+        if task is None or task.invalid is not None:
+            return None
+        try:
+            return TaskSpec.model_validate(task.spec)
+        except ValidationError:
+            return None
 
     async def on_pod(self, event: str, pod: dict[str, Any]) -> None:
         labels = pod.get("metadata", {}).get("labels") or {}
@@ -280,6 +306,9 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._publish.wait(), timeout=tick)
             self._publish.clear()
+            # A moment for the transitions that follow one another (admitted, started,
+            # finished) to land in one status patch rather than one each.
+            await asyncio.sleep(PUBLISH_COALESCE_SECONDS)
             try:
                 await self.publish()
             except Exception:
@@ -298,17 +327,23 @@ class Engine:
         return max(0.0, min([tick, *(s for s in due if s is not None)]))
 
     async def tick(self) -> None:
-        """One pass: admit, start, time out, stop, and publish what changed."""
+        """One pass: admit, create pods, expire, resume, time out, stop (what changed is
+        written to Kubernetes by the publisher)."""
         batch = self.settings.loop.batch_size
-        if await self.lifecycle.expire():
-            self.wake()
-        # Suspended runs whose wait is over are queued again, then admitted like any run.
-        resumed = await self.store.waits.resolve_due(batch)
-        observe.resumed(resumed)
+        # Admission and pods first: a new run's path to its pod waits for nothing else.
+        # (A run past its ttl is never admitted: admission skips it, `expire` ends it.)
         for queue in await self.store.admission.due_queues():
             await self.lifecycle.admit(queue.namespace, queue.task)
         for created in await self.converge.pods.create():
             observe.pod_created(created.namespace, created.task, created.number, created.latency)
+        if await self.lifecycle.expire():
+            self.wake()
+        # Suspended runs whose wait is over are queued again, then admitted like any run
+        # (on the next pass, at once).
+        resumed = await self.store.waits.resolve_due(batch)
+        if resumed:
+            self.wake()
+        observe.resumed(resumed)
         for due in await self.store.attempts.due_deadlines(batch):
             await self.lifecycle.end_attempt(
                 due.run_id, due.number, attempts.timed_out(), kill=True

@@ -52,8 +52,11 @@ class VanishedRuns:
                 await self.sweep()
             except Exception:
                 log.exception("looking for deleted TaskRuns failed; retrying")
+            # asyncio.timeout, not wait_for: no task of its own, which kopf would take for
+            # one of its handlers' and cancel when it stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval.total_seconds())
+                async with asyncio.timeout(self.interval.total_seconds()):
+                    await stop.wait()
 
     async def sweep(self) -> int:
         """Close what vanished; returns how many runs were closed."""

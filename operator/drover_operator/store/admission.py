@@ -40,6 +40,7 @@ WAITING_RUNS = """
 SELECT id, name, concurrency_key, attempt, created_at, eligible_at, resume FROM drover_runs
 WHERE namespace = %s AND task = %s AND phase IN ('Queued', 'Retrying')
   AND NOT cancel_requested AND (eligible_at IS NULL OR eligible_at <= now())
+  AND NOT (attempt = 0 AND coalesce(expires_at <= now(), false))  -- past its ttl: never admitted
 ORDER BY priority DESC, created_at, seq
 LIMIT %s OFFSET %s
 """

@@ -164,6 +164,15 @@ WHERE phase NOT IN ({_FINISHED}) AND deleted_at IS NULL AND created_at < %(befor
   AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s::text[]))
 """
 
+# The latest attempts of several runs at once (newest first within each run).
+RUNS_ATTEMPTS = """
+SELECT run_id, number, try_number, pod_name, state, admitted_at, started_at, finished_at,
+       exit_code, reason, message
+FROM (SELECT a.*, row_number() OVER (PARTITION BY run_id ORDER BY number DESC) AS newer
+      FROM drover_attempts a WHERE run_id = ANY(%s::uuid[])) latest
+WHERE newer <= %s ORDER BY run_id, number DESC
+"""
+
 MARK_PUSHED = """
 UPDATE drover_runs SET pushed_version = greatest(pushed_version, %s), push_lease_until = NULL
 WHERE id = %s
@@ -311,6 +320,18 @@ class RunStore:
         async with self.pool.connection() as conn:
             return await fetch_all(conn, AttemptSummary, RUN_ATTEMPTS, (run_id, limit))
 
+    async def attempts_of(self, run_ids: list[str], limit: int) -> dict[str, list[AttemptSummary]]:
+        """The latest attempts of each run, newest first: one query for a batch of runs."""
+        found: dict[str, list[AttemptSummary]] = {}
+        if not run_ids:
+            return found
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(RUNS_ATTEMPTS, (run_ids, limit))
+            for row in await cursor.fetchall():
+                run_id = str(row.pop("run_id"))
+                found.setdefault(run_id, []).append(AttemptSummary(**row))
+        return found
+
     async def child_names(self, run_id: str, limit: int) -> list[str]:
         """The run's children, oldest first."""
         async with self.pool.connection() as conn:
@@ -329,6 +350,17 @@ class RunStore:
             return await fetch_all(
                 conn, RunRef, UNFINISHED_BEFORE, {"before": before, "namespaces": namespaces}
             )
+
+    async def mark_pushed_many(self, pushed: list[tuple[str, int]]) -> None:
+        """Several runs' statuses written, (run id, version) each: one round trip, but one
+        statement (and transaction) per run, as `mark_pushed`: a single UPDATE of them all
+        would hold every row's lock to its end, and deadlock with a transaction locking the
+        same runs in another order (admission, a finishing attempt)."""
+        if not pushed:
+            return
+        async with self.pool.connection() as conn, conn.pipeline():
+            for run_id, version in pushed:
+                await conn.execute(MARK_PUSHED, (version, run_id))
 
     async def release_push(self, run_id: str) -> None:
         """Give up a claimed push that failed: another pass (or replica) retries it."""
