@@ -63,13 +63,17 @@ FROM drover_attempts WHERE run_id = %s AND try_number = %s
   AND started_at IS NOT NULL AND finished_at IS NOT NULL
 """
 
+# admitted_at is the clock when the slot was taken, not now() (the transaction's start, which
+# can precede the commit that freed the slot while this one waited for the advisory lock):
+# an attempt's recorded interval then never starts before its predecessor's ended.
 INSERT_ATTEMPT = """
 INSERT INTO drover_attempts (run_id, number, try_number, namespace, task, concurrency_key,
                              pod_name, state, task_spec, pending_deadline_at, token_hash,
-                             heartbeat_timeout, max_duration)
+                             heartbeat_timeout, max_duration, admitted_at)
 VALUES (%(run_id)s, %(number)s, %(try_number)s, %(namespace)s, %(task)s, %(concurrency_key)s,
         %(pod_name)s, 'Admitted', %(task_spec)s, now() + %(pending)s::interval,
-        %(token_hash)s, %(heartbeat_timeout)s::interval, %(max_duration)s::interval)
+        %(token_hash)s, %(heartbeat_timeout)s::interval, %(max_duration)s::interval,
+        clock_timestamp())
 """
 
 # Why the runs left waiting wait; only rows whose reason changes are touched (and pushed).

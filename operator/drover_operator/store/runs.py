@@ -352,13 +352,13 @@ class RunStore:
             )
 
     async def mark_pushed_many(self, pushed: list[tuple[str, int]]) -> None:
-        """Several runs' statuses written, (run id, version) each: one round trip, but one
-        statement (and transaction) per run, as `mark_pushed`: a single UPDATE of them all
-        would hold every row's lock to its end, and deadlock with a transaction locking the
-        same runs in another order (admission, a finishing attempt)."""
+        """Several runs' statuses written, (run id, version) each, over one connection: one
+        autocommitted statement per run, as `mark_pushed`. A single UPDATE of them all held
+        every row's lock to its end and deadlocked with transactions locking the same runs in
+        another order (admission, a finishing attempt)."""
         if not pushed:
             return
-        async with self.pool.connection() as conn, conn.pipeline():
+        async with self.pool.connection() as conn:
             for run_id, version in pushed:
                 await conn.execute(MARK_PUSHED, (version, run_id))
 
