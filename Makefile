@@ -16,7 +16,8 @@ help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml uv.lock runner/pyproject.toml operator/pyproject.toml cli/pyproject.toml \
-		localcluster/pyproject.toml scripts/bootstrap.sh
+		localcluster/pyproject.toml scripts/bootstrap.sh \
+		operator/assets/package-lock.json scripts/dashboard-assets.sh
 	VENV=$(VENV) scripts/bootstrap.sh
 	@touch $@
 
