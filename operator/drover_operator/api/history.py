@@ -93,6 +93,7 @@ async def _filter(request: web.Request, namespace: str | None) -> RunFilter:
         since=time_query("since", query.get("since")),
         until=time_query("until", query.get("until")),
         parent_id=await _parent(request, namespace),
+        search=query.get("search") or None,
     )
 
 
