@@ -150,7 +150,7 @@ def test_runs_list_shows_runs_filters_them_and_updates_live(
     ns = served.namespace
     names = [f"alpha-{secrets.token_hex(2)}", f"beta-{secrets.token_hex(2)}"]
     for name in names:
-        run(cluster.client, ns, name, "sync", payload={"customer": name}, tags=["team=web"])
+        run(cluster.client, ns, name, "sync", payload={"customer": name}, tags={"team": "web"})
     failing = f"gamma-{secrets.token_hex(2)}"
     run(cluster.client, ns, failing, "child", payload={"y": 1})  # no "x": it fails
     for name in names:
@@ -250,7 +250,7 @@ def test_run_detail_shows_steps_waterfall_and_children(
     statuses = {n: r.status for n, r in taskruns(cluster, ns).items()}
     assert len(children) == 2
     assert all(statuses[c]["phase"] == "Succeeded" for c in children)
-    assert all((statuses[c].get("parent") or {}).get("name") == name for c in children)
+    assert all(statuses[c].get("parent") == name for c in children)
     expect(page.locator("#waterfall tr.bar-step")).not_to_have_count(0)
     expect(page.locator("#waterfall tr.bar-child")).to_have_count(2)
     expect(page.locator("#waterfall tr.bar-attempt")).not_to_have_count(0)

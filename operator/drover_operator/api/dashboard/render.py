@@ -25,7 +25,7 @@ ROOTS = ("/ui", f"{PREFIXES[1]}/ui")
 #: or styles (the waterfall is SVG attributes, charts are drawn by our own script).
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -74,6 +74,17 @@ def root_of(request: web.Request) -> str:
     return next((r for r in ROOTS[::-1] if path == r or path.startswith(f"{r}/")), ROOTS[0])
 
 
+def base_of(request: web.Request) -> str:
+    """The dashboard's root relative to the page (`./`, `../../../`), for `<base href>`.
+
+    Every link of the dashboard is relative to it. Absolute paths would not survive the
+    Kubernetes API server: its proxy rewrites them in HTML to its own address.
+    """
+    rest = request.path[len(root_of(request)) :]
+    depth = max(rest.count("/") - 1, 0)
+    return "../" * depth or "./"
+
+
 def is_fragment(request: web.Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -82,7 +93,7 @@ async def render(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
     text = await ENV.get_template(template).render_async(
-        root=root_of(request), query=request.query, **context
+        root=".", base=base_of(request), query=request.query, **context
     )
     return web.Response(
         text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
