@@ -109,7 +109,7 @@ def reader(
     client.create(
         ClusterRole(
             metadata=ObjectMeta(name=name),
-            rules=[rule("api.drover.dev", ["ui"], ["get", "create"])],
+            rules=[rule("api.drover.dev", ["ui", "ui/*"], ["get", "create"])],
         )
     )
     client.create(
@@ -196,7 +196,7 @@ def test_run_detail_streams_new_log_lines_and_a_permitted_user_cancels_and_repla
     name = f"ticks-{secrets.token_hex(2)}"
     run(cluster.client, ns, name, "ticks", payload={"n": 600})
     wait_phase(cluster.client, ns, name, "Running")
-    page = admin.open(f"namespaces/{ns}/runs/{name}")
+    page = admin.open(f"run?namespace={ns}&name={name}")
     expect(page.locator("#phase")).to_have_text("Running")
     page.evaluate("window.loadedOnce = true")
     loaded = page.locator("#logs .line .msg").all_inner_texts()
@@ -242,7 +242,7 @@ def test_run_detail_shows_steps_waterfall_and_children(
     name = f"parent-{secrets.token_hex(2)}"
     run(cluster.client, ns, name, "parent", payload={"n": 2})
     wait_phase(cluster.client, ns, name, "Succeeded", timeout=240)
-    page = admin.open(f"namespaces/{ns}/runs/{name}")
+    page = admin.open(f"run?namespace={ns}&name={name}")
     expect(page.locator("#phase")).to_have_text("Succeeded")
     steps = page.locator("#steps tr.step td:nth-child(2)").all_inner_texts()
     assert "fetch" in steps
@@ -275,7 +275,7 @@ def test_tasks_and_tokens_pages_and_completing_a_token(
     row.locator("button").click()
     expect(row.locator(".result")).to_contain_text("Completed token")
     wait_phase(cluster.client, ns, name, "Succeeded", timeout=180)
-    page = admin.open(f"namespaces/{ns}/runs/{name}")
+    page = admin.open(f"run?namespace={ns}&name={name}")
     expect(page.locator("#output")).to_contain_text('"approved": true')
 
     page = admin.open(f"tasks?namespace={ns}&window=1h")
@@ -297,7 +297,7 @@ def test_a_read_only_user_is_refused_with_a_message_and_nothing_changes(
     run(cluster.client, ns, name, "ticks", payload={"n": 600})
     wait_phase(cluster.client, ns, name, "Running")
     before = set(taskruns(cluster, ns))
-    page = reader.open(f"namespaces/{ns}/runs/{name}")
+    page = reader.open(f"run?namespace={ns}&name={name}")
     expect(page.locator("#phase")).to_have_text("Running")
 
     page.click("#cancel")
@@ -330,7 +330,7 @@ def test_a_user_without_list_in_a_namespace_sees_nothing_from_it(
     for path in (
         f"runs?namespace={other}",
         "runs",  # every namespace: needs list at the cluster scope
-        f"namespaces/{other}/runs/{hidden}",
+        f"run?namespace={other}&name={hidden}",
         f"tasks?namespace={other}",
         f"tokens?namespace={other}",
     ):
@@ -343,7 +343,7 @@ def test_a_user_without_list_in_a_namespace_sees_nothing_from_it(
     # Its own namespace is visible.
     page = reader.open(f"runs?namespace={ns}")
     expect(page.locator("#runs")).to_have_count(1)
-    events = page.request.get(reader.dashboard.page_url(f"events/runs?namespace={other}"))
+    events = page.request.get(reader.dashboard.page_url(f"runs-events?namespace={other}"))
     assert events.status == 403 and b"cannot list" in events.body()
-    table = page.request.get(reader.dashboard.page_url(f"runs/table?namespace={other}"))
+    table = page.request.get(reader.dashboard.page_url(f"runs-table?namespace={other}"))
     assert table.status == 403 and hidden not in table.text()

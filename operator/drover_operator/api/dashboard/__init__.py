@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from drover_operator.api.dashboard import actions, live, pages
-from drover_operator.api.dashboard.render import ROOTS, STATIC
+from drover_operator.api.dashboard import actions, files, live, pages
+from drover_operator.api.dashboard.render import ROOTS
 
 
 def add_routes(app: web.Application) -> None:
@@ -16,4 +16,4 @@ def add_routes(app: web.Application) -> None:
         pages.add_routes(app, root)
         actions.add_routes(app, root)
         live.add_routes(app, root)
-        app.router.add_static(f"{root}/static", STATIC)
+        files.add_routes(app, root)

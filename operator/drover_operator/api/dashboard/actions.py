@@ -18,7 +18,8 @@ from aiohttp import web
 from drover.protocol.runs import MAX_PAYLOAD_BYTES
 from drover.protocol.workflows import MAX_TOKEN_DATA_BYTES
 from drover_operator.api.auth import authorize
-from drover_operator.api.dashboard.render import is_fragment, page, render
+from drover_operator.api.dashboard.pages import required
+from drover_operator.api.dashboard.render import is_fragment, page, render, run_link
 from drover_operator.api.errors import ProblemError
 from drover_operator.api.state import TRIGGERS, WORKFLOWS
 
@@ -48,7 +49,7 @@ def _json_field(form: dict[str, str], name: str, limit: int) -> Any:
 
 @page
 async def cancel(request: web.Request) -> web.StreamResponse:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    namespace, name = required(request, "namespace", "name")
     await authorize(request, namespace, "patch", name=name)
     await _form(request)
     await request.app[TRIGGERS].cancel(namespace, name)
@@ -57,7 +58,7 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 
 @page
 async def replay(request: web.Request) -> web.StreamResponse:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    namespace, name = required(request, "namespace", "name")
     await authorize(request, namespace, "create")
     payload = _json_field(await _form(request), "payload", MAX_PAYLOAD_BYTES)
     started = await request.app[TRIGGERS].replay(namespace, name, payload)
@@ -65,13 +66,13 @@ async def replay(request: web.Request) -> web.StreamResponse:
         request,
         "message.html",
         text=f"Replayed {name} as",
-        link=(f"namespaces/{namespace}/runs/{started.name}", started.name),
+        link=(run_link(namespace, started.name), started.name),
     )
 
 
 @page
 async def complete_token(request: web.Request) -> web.StreamResponse:
-    namespace, token_id = request.match_info["namespace"], request.match_info["token"]
+    namespace, token_id = required(request, "namespace", "token")
     await authorize(request, namespace, "update", "waitpoints", name=token_id)
     data = _json_field(await _form(request), "data", MAX_TOKEN_DATA_BYTES)
     state = await request.app[WORKFLOWS].complete(token_id, data, namespace=namespace)

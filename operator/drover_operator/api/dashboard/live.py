@@ -1,9 +1,9 @@
 """Live updates as server-sent events, from Postgres LISTEN/NOTIFY (`drover_events`): one
 listening connection per operator process, fanned out to the viewers' streams.
 
-- `events/runs?namespace=`: `runs` whenever a run of the namespace (or any, for a viewer who
+- `runs-events?namespace=`: `runs` whenever a run of the namespace (or any, for a viewer who
   may list them all) is recorded or changes phase; the runs page then reloads its table.
-- `namespaces/{ns}/runs/{name}/events?after=ID`: `logs` with the run's new lines (HTML),
+- `run-events?namespace=&name=&after=ID`: `logs` with the run's new lines (HTML),
   `run` when its phase changes (the page reloads its summary).
 
 A stream is authorized once, as the page it belongs to. Notifications are hints: a stream
@@ -179,5 +179,5 @@ def install(app: web.Application) -> None:
 
 
 def add_routes(app: web.Application, root: str) -> None:
-    app.router.add_get(f"{root}/events/runs", runs_events)
-    app.router.add_get(f"{root}/namespaces/{{namespace}}/runs/{{name}}/events", run_events)
+    app.router.add_get(f"{root}/runs-events", runs_events)
+    app.router.add_get(f"{root}/run-events", run_events)

@@ -70,8 +70,16 @@ async def runs_table(request: web.Request) -> web.StreamResponse:
     return await render(request, "runs_table.html", **await _runs_page(request))
 
 
+def required(request: web.Request, *names: str) -> list[str]:
+    """Query parameters the page needs, or 422 naming the missing one."""
+    missing = [n for n in names if not request.query.get(n)]
+    if missing:
+        raise ProblemError(422, "invalid-query", f"{', '.join(missing)}: required")
+    return [request.query[n] for n in names]
+
+
 async def _run(request: web.Request) -> RunRecord:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    namespace, name = required(request, "namespace", "name")
     await authorize(request, namespace, "get", name=name)
     run = await request.app[STORE].runs.by_name(namespace, name)
     if run is None:
@@ -201,9 +209,8 @@ def add_routes(app: web.Application, root: str) -> None:
     app.router.add_get(root, index)
     app.router.add_get(f"{root}/", index)
     app.router.add_get(f"{root}/runs", runs)
-    app.router.add_get(f"{root}/runs/table", runs_table)
-    run = f"{root}/namespaces/{{namespace}}/runs/{{name}}"
-    app.router.add_get(run, run_detail)
-    app.router.add_get(f"{run}/summary", run_summary)
+    app.router.add_get(f"{root}/runs-table", runs_table)
+    app.router.add_get(f"{root}/run", run_detail)
+    app.router.add_get(f"{root}/run-summary", run_summary)
     app.router.add_get(f"{root}/tasks", tasks)
     app.router.add_get(f"{root}/tokens", tokens)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
@@ -18,14 +19,18 @@ from drover_operator.errors import RequestError
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-#: Where the dashboard is served: directly, and through the Kubernetes API server.
+#: Where the dashboard is served: directly, and through the Kubernetes API server. Every
+#: page, fragment, stream, action and file is one level below (`/ui/run?namespace=&name=`),
+#: with relative links: through the API server that makes each request `get` (or `create`)
+#: on the one resource `ui` of api.drover.dev, never a subresource, and leaves the links
+#: alone (its proxy rewrites absolute paths in HTML to its own address).
 ROOTS = ("/ui", f"{PREFIXES[1]}/ui")
 
 #: Scripts, styles and connections from the dashboard's own origin only; no inline scripts
 #: or styles (the waterfall is SVG attributes, charts are drawn by our own script).
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'"
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -65,24 +70,20 @@ ENV = jinja2.Environment(
     enable_async=True,
 )
 ENV.filters.update(pretty=_pretty, when=_when, seconds=_seconds)
-ENV.globals.update(took=_took)
+
+
+def run_link(namespace: str, name: str) -> str:
+    """A run's page, relative to the dashboard's root (as every link of the dashboard)."""
+    return f"./run?{urlencode({'namespace': namespace, 'name': name})}"
+
+
+ENV.globals.update(took=_took, run_link=run_link)
 
 
 def root_of(request: web.Request) -> str:
     """The dashboard's root as the browser reached it (`/ui`, or the aggregated path)."""
     path = request.path
     return next((r for r in ROOTS[::-1] if path == r or path.startswith(f"{r}/")), ROOTS[0])
-
-
-def base_of(request: web.Request) -> str:
-    """The dashboard's root relative to the page (`./`, `../../../`), for `<base href>`.
-
-    Every link of the dashboard is relative to it. Absolute paths would not survive the
-    Kubernetes API server: its proxy rewrites them in HTML to its own address.
-    """
-    rest = request.path[len(root_of(request)) :]
-    depth = max(rest.count("/") - 1, 0)
-    return "../" * depth or "./"
 
 
 def is_fragment(request: web.Request) -> bool:
@@ -92,9 +93,7 @@ def is_fragment(request: web.Request) -> bool:
 async def render(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
-    text = await ENV.get_template(template).render_async(
-        root=".", base=base_of(request), query=request.query, **context
-    )
+    text = await ENV.get_template(template).render_async(root=".", query=request.query, **context)
     return web.Response(
         text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
