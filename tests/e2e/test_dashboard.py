@@ -20,6 +20,7 @@ import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
+from lightkube.types import PatchType
 from playwright.sync_api import Browser, Page, expect
 
 from drover_operator.kube import TaskRunResource
@@ -315,7 +316,9 @@ def test_a_read_only_user_is_refused_with_a_message_and_nothing_changes(
     assert set(current) == before
     assert not current[name].spec.get("cancel")
     assert current[name].status["phase"] == "Running"
-    cluster.client.patch(TaskRunResource, name, {"spec": {"cancel": True}}, namespace=ns)
+    cluster.client.patch(
+        TaskRunResource, name, {"spec": {"cancel": True}}, namespace=ns, patch_type=PatchType.MERGE
+    )
     wait_phase(cluster.client, ns, name, "Canceled")
 
 

@@ -81,9 +81,6 @@ async def complete_token(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, root: str) -> None:
-    run = f"{root}/namespaces/{{namespace}}/runs/{{name}}"
-    app.router.add_post(f"{run}/cancel", cancel)
-    app.router.add_post(f"{run}/replay", replay)
-    app.router.add_post(
-        f"{root}/namespaces/{{namespace}}/tokens/{{token}}/complete", complete_token
-    )
+    app.router.add_post(f"{root}/cancel", cancel)
+    app.router.add_post(f"{root}/replay", replay)
+    app.router.add_post(f"{root}/complete-token", complete_token)
