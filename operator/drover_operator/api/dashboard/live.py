@@ -118,6 +118,8 @@ async def runs_events(request: web.Request) -> web.StreamResponse:
     queue = hub.subscribe()
     try:
         response = await _open(request)
+        # Whatever changed between the page and this subscription: reload once.
+        await response.write(_event("runs", "changed"))
         while True:
             burst = await _drain(queue)
             if burst is None:
@@ -147,6 +149,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     lines_template = ENV.get_template("log_lines.html")
     try:
         response = await _open(request)
+        # Whatever changed between the page and this subscription: reload once.
+        await response.write(_event("run", "changed"))
         new_lines = True  # also those written before this stream began
         while True:
             if new_lines:

@@ -133,7 +133,8 @@ async def _detail(request: web.Request) -> dict[str, Any]:
         label = f"wait {w.seq}: {w.kind} ({w.state})"
         rows.append(("wait", label, w.created_at, w.resolved_at, ""))
     for c in children:
-        rows.append(("child", f"child {c.name} ({c.phase})", c.created_at, c.finished_at, c.name))
+        start = c.started_at or c.created_at
+        rows.append(("child", f"child {c.name} ({c.phase})", start, c.finished_at, c.name))
     lines = await store.runapi.logs(run.id, 0, LOG_LINES)
     return {
         "run": run_view(run),
