@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from drover.protocol.wire import LogLine
@@ -161,3 +161,27 @@ def test_runs_and_log_lines_notify_the_dashboard(with_store: Runner[Any]) -> Non
     # Recorded, then Running; not for an update that leaves the phase alone. One per batch.
     assert heard.count(f"run ns {run_id}") == 2, heard
     assert heard.count(f"logs {run_id}") >= 1, heard
+
+
+def test_open_streams_end_cleanly_when_the_server_shuts_down(with_store: Runner[Any]) -> None:
+    """A graceful shutdown waits for open requests: the live streams end themselves (their
+    chunked bodies finish) instead of holding the operator until it is killed."""
+
+    async def scenario(store: Store) -> tuple[bytes, bytes]:
+        app = web.Application()
+        app[STORE] = store
+        app[AUTH] = _Anyone()
+        dashboard.add_routes(app)
+        server = TestServer(app)
+        await server.start_server()
+        async with ClientSession() as session:
+            response = await session.get(server.make_url("/ui/runs-events?namespace=ns"))
+            opened = await response.content.readuntil(b"\n\n")
+            closing = asyncio.create_task(server.close())
+            rest = await response.content.read()  # raises if the stream was cut, not ended
+            await closing
+        return opened, rest
+
+    opened, rest = with_store(scenario)
+    assert opened == b": connected\n\n"
+    assert rest.startswith(b"event: runs\n")  # the update every stream starts with

@@ -33,6 +33,8 @@ COALESCE_SECONDS = 0.25
 #: Notifications a slow stream may have pending before it just reloads everything.
 _QUEUE = 1000
 _OVERFLOW = "*"
+#: Tells streams that the server shuts down (browsers reconnect, to another replica).
+_CLOSING = "closing"
 
 
 class EventHub:
@@ -67,6 +69,11 @@ class EventHub:
                 queue.put_nowait(_OVERFLOW)
 
     async def close(self) -> None:
+        """End every stream (a graceful shutdown waits for open requests) and the LISTEN."""
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(_CLOSING)
         self._stop.set()
         if self._listener is not None:
             self._listener.cancel()
@@ -125,6 +132,8 @@ async def runs_events(request: web.Request) -> web.StreamResponse:
             if burst is None:
                 await response.write(b": keep-alive\n\n")
                 continue
+            if _CLOSING in burst:
+                return response
             if any(_concerns(p, namespace) for p in burst):
                 await response.write(_event("runs", "changed"))
     finally:
@@ -165,6 +174,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
             if burst is None:
                 await response.write(b": keep-alive\n\n")
                 continue
+            if _CLOSING in burst:
+                return response
             new_lines = _OVERFLOW in burst or f"logs {run.id}" in burst
             if _OVERFLOW in burst or f"run {run.namespace} {run.id}" in burst:
                 await response.write(_event("run", "changed"))
@@ -179,7 +190,7 @@ def install(app: web.Application) -> None:
     async def close(_: web.Application) -> None:
         await hub.close()
 
-    app.on_cleanup.append(close)
+    app.on_shutdown.append(close)
 
 
 def add_routes(app: web.Application, root: str) -> None:
