@@ -33,6 +33,9 @@ from tests.e2e.operator_support import run, task, wait_phase
 pytestmark = pytest.mark.e2e
 
 TASKS = "tests.e2e.dashboard_tasks"
+# What the browser shows is awaited (never slept on); on a loaded machine a page and its
+# live update can take longer than Playwright's default 5 seconds.
+expect.set_options(timeout=60_000)
 
 
 def sdk_task(cluster: E2ECluster, namespace: str, name: str, function: str, **spec: Any) -> None:
