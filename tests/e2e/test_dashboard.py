@@ -25,12 +25,12 @@ from playwright.sync_api import Browser, Page, expect
 
 from drover_operator.kube import TaskRunResource
 from tests.conftest import E2ECluster
-from tests.e2e.aggregated_support import Served, serve_aggregated_api
+from tests.e2e.aggregated_support import TAKES_TURNS, Served, serve_aggregated_api
 from tests.e2e.dashboard_support import Dashboard, Viewer, browser
 from tests.e2e.identities import kubeconfig, rule, service_account
 from tests.e2e.operator_support import run, task, wait_phase
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, TAKES_TURNS]
 
 TASKS = "tests.e2e.dashboard_tasks"
 # What the browser shows is awaited (never slept on); on a loaded machine a page and its
