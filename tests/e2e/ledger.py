@@ -94,6 +94,12 @@ def counts(rows: list[Row], event: str) -> Counter[tuple[str, str]]:
     return Counter((r.run, r.step) for r in rows if r.event == event)
 
 
+def command(directory: str | Path, then: str = "true", step: str = "") -> list[str]:
+    """A command task's command: one `ran` row in the ledger, then the shell command `then`."""
+    write = f"{sys.executable} -m tests.e2e.ledger {directory} ran {step}".rstrip()
+    return ["sh", "-c", f"{write} && {then}"]
+
+
 def peak_between(rows: list[Row], start: str, end: str) -> int:
     """The most executions between their `start` and `end` rows at once (task code running,
     as opposed to pods existing)."""

@@ -79,11 +79,13 @@ class PodWatch:
     def live(self, **labels: str) -> list[PodLife]:
         return [p for p in self.matching(**labels) if p.ended_at is None]
 
-    def peak(self, group: Callable[[PodLife], str] | None = None, **labels: str) -> int:
+    def peak(
+        self, labels: dict[str, str] | None = None, group: Callable[[PodLife], str] | None = None
+    ) -> int:
         """The most pods (matching `labels`) occupying a slot at once, in event order; with
         `group`, the most in any one group (e.g. per concurrency key)."""
         groups: dict[str, list[PodLife]] = {}
-        for pod in self.matching(**labels):
+        for pod in self.matching(**(labels or {})):
             groups.setdefault(group(pod) if group else "", []).append(pod)
         return max((peak_of(pods) for pods in groups.values()), default=0)
 

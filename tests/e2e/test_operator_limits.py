@@ -5,7 +5,6 @@ ledger the task code writes, not Drover's records."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,6 @@ from tests.e2e.podwatch import PodWatch, watching
 pytestmark = pytest.mark.e2e
 
 
-def ledger_command(directory: Path, sleep: str) -> list[str]:
-    """A command task's side effect: one ledger row, then some work."""
-    write = f"{sys.executable} -m tests.e2e.ledger {directory} ran"
-    return ["sh", "-c", f"{write} && sleep {sleep}"]
-
-
 def _burst(
     cluster: E2ECluster, namespace: str, directory: Path, count: int, limit: int, sleep: str
 ) -> list[str]:
@@ -36,7 +29,7 @@ def _burst(
         "burst",
         {
             "image": "busybox",
-            "command": ledger_command(directory, sleep),
+            "command": ledger.command(directory, f"sleep {sleep}"),
             "concurrency": {"limit": limit},
             "retry": {"maxAttempts": 3},
         },
@@ -73,7 +66,7 @@ def test_limit_holds_under_a_burst(
         wait_for(lambda: not watch.live(), what="every pod ended")
     _assert_each_ran_once(watch, tmp_path, statuses)
     # The limit is reached (so it is what holds them back), and never exceeded.
-    assert watch.peak(**{LABEL_TASK: "burst"}) == 3
+    assert watch.peak({LABEL_TASK: "burst"}) == 3
 
 
 def test_sigkill_mid_burst_loses_nothing_and_never_overshoots(
@@ -94,7 +87,7 @@ def test_sigkill_mid_burst_loses_nothing_and_never_overshoots(
         statuses = wait_all(c, namespace, names, "Succeeded", "Failed")
         wait_for(lambda: not watch.live(), what="every pod ended")
     _assert_each_ran_once(watch, tmp_path, statuses)
-    assert watch.peak(**{LABEL_TASK: "burst"}) <= 3
+    assert watch.peak({LABEL_TASK: "burst"}) <= 3
 
 
 def test_two_operators_at_once_both_act_and_never_overshoot(
@@ -138,7 +131,7 @@ def test_two_operators_at_once_both_act_and_never_overshoot(
     # Pods: an SDK run frees its slot when its runner reports the result, while its pod is
     # still exiting, so pods may overlap up to twice the limit for a moment (docs/decisions.md
     # "Slots are released by the result, not by the pod's end").
-    assert watch.peak(**{LABEL_TASK: "burst"}) <= 2 * 3
+    assert watch.peak({LABEL_TASK: "burst"}) <= 2 * 3
 
 
 def test_per_key_limit(
@@ -151,7 +144,7 @@ def test_per_key_limit(
         "keyed",
         {
             "image": "busybox",
-            "command": ledger_command(tmp_path, "0.5"),
+            "command": ledger.command(tmp_path, "sleep 0.5"),
             "concurrency": {"limit": 4, "perKeyLimit": 1},
         },
     )
@@ -168,5 +161,5 @@ def test_per_key_limit(
     def key(pod: Any) -> str:
         return f"tenant-{int(pod.labels[LABEL_RUN][1:]) % 2}"
 
-    assert watch.peak(key, **{LABEL_TASK: "keyed"}) == 1  # per key: one at a time
-    assert watch.peak(**{LABEL_TASK: "keyed"}) == 2  # both keys ran side by side
+    assert watch.peak({LABEL_TASK: "keyed"}, group=key) == 1  # per key: one at a time
+    assert watch.peak({LABEL_TASK: "keyed"}) == 2  # both keys ran side by side
