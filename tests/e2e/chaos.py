@@ -15,9 +15,12 @@ SIGSTOPped and SIGCONTed long after its stall was detected (a zombie), a runner 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import os
 import random
+import shutil
 import signal
 import time
 from collections import Counter
@@ -66,6 +69,7 @@ LIMITS = {
     "chaos-keyed": Limit(4, per_key=1),
     "chaos-child": Limit(2),
 }
+CHAOS_LOGS = Path(os.environ.get("DROVER_CHAOS_LOGS", "/tmp/drover-chaos-logs"))
 #: Every run must be finished this long after the last fault (and the last zombie woke).
 SETTLE_BOUND_S = 240.0
 
@@ -139,7 +143,11 @@ def chaos_cluster() -> Iterator[E2ECluster]:
         yield cluster
     finally:
         client.close()
+        # The logs outlive the cluster, for a post-mortem of a failed run.
+        shutil.rmtree(CHAOS_LOGS, ignore_errors=True)
+        shutil.copytree(local.directory / "logs", CHAOS_LOGS, dirs_exist_ok=True)
         local.down()
+        shutil.rmtree(local.directory, ignore_errors=True)
 
 
 class Chaos:
@@ -336,6 +344,11 @@ class Chaos:
             op.stop()
 
 
+def dump(evidence: Evidence, path: Path) -> None:
+    """The evidence as JSON, to re-judge or inspect a run after the fact."""
+    path.write_text(json.dumps(dataclasses.asdict(evidence), default=str, indent=1))
+
+
 def run_chaos(seed: int, per_kind: int, directory: Path) -> ChaosResult:
     directory.chmod(0o777)
     with chaos_cluster() as cluster, watching(cluster, NAMESPACE) as watch:
@@ -354,8 +367,12 @@ def run_chaos(seed: int, per_kind: int, directory: Path) -> ChaosResult:
             except AssertionError:
                 reached = False
             settle = time.monotonic() - last_fault
-            wait_for(lambda: not watch.live(), timeout=60, interval=0.5, what="pods gone")
+            try:
+                wait_for(lambda: not watch.live(), timeout=60, interval=0.5, what="pods gone")
+            except AssertionError:
+                chaos.notes.append(f"pods still live: {[p.name for p in watch.live()]}")
             evidence = chaos.collect(watch)
+            dump(evidence, directory / "evidence.json")
         finally:
             chaos.stop()
     verdict = judge(evidence)
