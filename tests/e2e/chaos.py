@@ -44,8 +44,9 @@ from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, private_directory, wait_for
 from tests.e2e import ledger
 from tests.e2e.chaos_checks import INVARIANTS, Evidence, Limit, RunView, Verdict, judge
+from tests.e2e.ledger import Row
 from tests.e2e.operator_support import OperatorProcess
-from tests.e2e.podwatch import PodWatch, watching
+from tests.e2e.podwatch import PodLife, PodWatch, watching
 
 T = TypeVar("T")
 NAMESPACE = "chaos"
@@ -331,6 +332,7 @@ class Chaos:
             store_phases=phases,
             store_steps=steps,
             step_tasks={"chaos-steps"},
+            sdk_tasks={"chaos-steps", "chaos-child", "chaos-parent"},
             children_per_parent=2,
         )
 
@@ -347,6 +349,26 @@ class Chaos:
 def dump(evidence: Evidence, path: Path) -> None:
     """The evidence as JSON, to re-judge or inspect a run after the fact."""
     path.write_text(json.dumps(dataclasses.asdict(evidence), default=str, indent=1))
+
+
+def load(path: Path) -> Evidence:
+    """Evidence `dump` wrote (to re-judge a run: `python -m tests.e2e.chaos <evidence.json>`)."""
+    raw = json.loads(path.read_text())
+    pods = []
+    for p in raw["pods"]:
+        p.pop("_lock", None), p.pop("_seq", None)
+        pods.append(PodLife(**p))
+    return Evidence(
+        runs=[RunView(**r) for r in raw["runs"]],
+        pods=pods,
+        rows=[Row(**r) for r in raw["rows"]],
+        limits={k: Limit(**v) for k, v in raw["limits"].items()},
+        store_phases=raw["store_phases"],
+        store_steps=raw["store_steps"],
+        step_tasks={"chaos-steps"},
+        sdk_tasks={"chaos-steps", "chaos-child", "chaos-parent"},
+        children_per_parent=raw["children_per_parent"],
+    )
 
 
 def run_chaos(seed: int, per_kind: int, directory: Path) -> ChaosResult:
@@ -381,3 +403,15 @@ def run_chaos(seed: int, per_kind: int, directory: Path) -> ChaosResult:
     return ChaosResult(
         seed, chaos.faults, phases, verdict, settle_s, last_fault - started, chaos.notes
     )
+
+
+if __name__ == "__main__":  # re-judge a dumped run with the current invariants
+    import sys
+
+    judged = judge(load(Path(sys.argv[1])))
+    for name in INVARIANTS:
+        print(f"{name:<22}{judged.count(name):>11}")
+    print(f"overlap +{judged.teardown_peak_over} pods, {judged.teardown_seconds_over:.1f}s")
+    for invariant, found in judged.violations.items():
+        for item in found:
+            print(f"  {invariant}: {item}")

@@ -55,6 +55,7 @@ class Evidence:
     store_phases: dict[str, str]  # run uid -> phase in drover_runs
     store_steps: dict[str, list[Any]]  # run uid -> checkpointed step values
     step_tasks: set[str]  # Tasks running `chaos_tasks.five_steps`
+    sdk_tasks: set[str]  # Tasks whose pods run the SDK's runner
     children_per_parent: int
 
 
@@ -106,33 +107,42 @@ def judge(ev: Evidence) -> Verdict:
 def _limits(
     ev: Evidence, by_name: dict[str, RunView], pods_of: dict[str, list[PodLife]], out: Verdict
 ) -> None:
-    """At no moment more pods holding a slot than the limit. A pod stops holding its slot
-    when it ends, when its task code has finished (its `done` row: the pod only tears down
-    after), or once a newer pod of its run exists (it was given up as stalled or lost); the
-    time pods overlap beyond the limit only because of those is measured, not a violation."""
-    done_at = {r.pod: r.at for r in ev.rows if r.event == "done"}
+    """At no moment more executions holding a slot than the limit.
+
+    A command task's slot is released at its pod's end, so its pod holds the slot from its
+    creation to its end (or until a newer pod of its run exists: given up as lost). An SDK
+    task's slot is released when its runner reports, while the pod still tears down, so what
+    must stay within the limit is its task code at work: from the pod's first ledger row to
+    its last. How far and how long pods overlapped beyond the limit anyway is measured (the
+    documented overlap), not counted as a violation."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for row in ev.rows:
+        first[row.pod] = min(first.get(row.pod, row.at), row.at)
+        last[row.pod] = max(last.get(row.pod, row.at), row.at)
     for task, limit in ev.limits.items():
-        groups: dict[str, list[tuple[PodLife, float, float]]] = defaultdict(list)
+        groups: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = defaultdict(list)
         for run_name, pods in pods_of.items():
             run = by_name.get(run_name)
             if run is None or run.task != task:
                 continue
             for i, pod in enumerate(pods):
                 end = pod.ended_at if pod.ended_at is not None else float("inf")
-                held = min(end, done_at.get(pod.name, end))
-                if i + 1 < len(pods):
-                    held = min(held, pods[i + 1].seen_at)
-                groups["" if limit.per_key is None else run.key].append((pod, held, end))
+                if task in ev.sdk_tasks:
+                    held = (first.get(pod.name, 0.0), last.get(pod.name, 0.0))
+                else:
+                    stop = pods[i + 1].seen_at if i + 1 < len(pods) else end
+                    held = (pod.seen_at, min(end, stop))
+                lived = (pod.seen_at, end)
+                groups["*"].append((held, lived))
                 if limit.per_key is not None:
-                    groups["*"].append((pod, held, end))
+                    groups[run.key].append((held, lived))
         for key, lives in groups.items():
-            cap = limit.limit if key in ("", "*") else limit.per_key or limit.limit
-            if key == "" and limit.per_key is not None:
-                continue
-            holding = _peak([(p.seen_at, held) for p, held, _ in lives])
+            cap = limit.limit if key == "*" else limit.per_key or limit.limit
+            holding = _peak([held for held, _ in lives])
             if holding[0] > cap:
-                out.violations["limit"].append(f"{task}[{key or '*'}]: {holding[0]} > {cap}")
-            existing = _peak([(p.seen_at, end) for p, _, end in lives], cap)
+                out.violations["limit"].append(f"{task}[{key}]: {holding[0]} > {cap}")
+            existing = _peak([lived for _, lived in lives], cap)
             out.teardown_peak_over = max(out.teardown_peak_over, existing[0] - cap)
             out.teardown_seconds_over = max(out.teardown_seconds_over, existing[1])
 
@@ -187,7 +197,8 @@ def _steps(ev: Evidence, pods_of: dict[str, list[PodLife]], out: Verdict) -> Non
 
 def _zombies(ev: Evidence, pods_of: dict[str, list[PodLife]], out: Verdict) -> None:
     """Once a newer pod of its run exists, an old pod's process (stopped, orphaned) may at
-    most finish the step it was in: any later side effect means its checkpoint was taken."""
+    most finish what it was in (one more ledger row): a second one means a checkpoint it
+    made after being superseded was accepted, so it went on."""
     rows_by_pod: dict[str, list[Row]] = defaultdict(list)
     for row in ev.rows:
         rows_by_pod[row.pod].append(row)
@@ -197,6 +208,6 @@ def _zombies(ev: Evidence, pods_of: dict[str, list[PodLife]], out: Verdict) -> N
                 (r for r in rows_by_pod.get(older.name, []) if r.at > newer.seen_at),
                 key=lambda r: r.at,
             )
-            if len(late) > 1 or (late and late[0].event != "effect"):
+            if len(late) > 1:
                 events = ", ".join(f"{r.event}:{r.step}" for r in late)
                 out.violations["zombie-write"].append(f"{older.name} after {newer.name}: {events}")

@@ -32,6 +32,8 @@ def five_steps(payload: dict[str, Any]) -> list[str]:
 
 def child(payload: dict[str, Any]) -> int:
     ledger.write(payload["dir"], "child", step=str(payload["x"]))
+    time.sleep(0.3)
+    ledger.write(payload["dir"], "done")
     return int(payload["x"]) ** 2
 
 

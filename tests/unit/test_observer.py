@@ -40,7 +40,9 @@ def row(run: str, pod_name: str, event: str, at: float, step: str = "", ex: str 
     return Row(event, run, step, ex or f"{pod_name}-{step}-{at}", 1, pod_name, 1, at, {})
 
 
-def evidence(pods: list[PodLife], rows: list[Row], output: list[str] | None = None) -> Evidence:
+def evidence(
+    pods: list[PodLife], rows: list[Row], output: list[str] | None = None, sdk: bool = True
+) -> Evidence:
     runs = [
         RunView(
             p.labels[names.LABEL_RUN],
@@ -63,17 +65,27 @@ def evidence(pods: list[PodLife], rows: list[Row], output: list[str] | None = No
         store_phases={r.uid: "Succeeded" for r in unique.values()},
         store_steps={r.uid: list(output or []) for r in unique.values()},
         step_tasks={"t"} if output is not None else set(),
+        sdk_tasks={"t"} if sdk else set(),
         children_per_parent=2,
     )
 
 
-def test_a_pod_tearing_down_after_its_work_is_the_documented_overlap_not_a_violation() -> None:
+def test_an_sdk_pod_tearing_down_after_its_work_is_the_documented_overlap() -> None:
     pods = [pod("a-a1", "a", 1, 3), pod("b-a1", "b", 2, 4)]
-    verdict = judge(evidence(pods, [row("a", "a-a1", "done", 1.9)]))
+    rows = [row("a", "a-a1", "effect", 1.2, "s0"), row("a", "a-a1", "done", 1.9)]
+    rows += [row("b", "b-a1", "effect", 2.1, "s0"), row("b", "b-a1", "done", 3.5)]
+    verdict = judge(evidence(pods, rows))
     assert verdict.count("limit") == 0
     assert verdict.teardown_peak_over == 1 and 0.9 < verdict.teardown_seconds_over < 1.1
-    overshoot = judge(evidence(pods, []))  # no `done`: a still working pod held the slot
-    assert overshoot.count("limit") == 1
+    working = [*rows, row("a", "a-a1", "effect", 2.5, "s1")]  # a ran on after b began
+    assert judge(evidence(pods, working)).count("limit") == 1
+
+
+def test_a_command_pod_holds_its_slot_until_it_ends() -> None:
+    pods = [pod("a-a1", "a", 1, 3), pod("b-a1", "b", 2, 4)]
+    assert judge(evidence(pods, [], sdk=False)).count("limit") == 1
+    replaced = [pod("a-a1", "a", 1, 3), pod("a-a2", "a", 2, 4)]  # a-a1 given up as lost
+    assert judge(evidence(replaced, [], sdk=False)).count("limit") == 0
 
 
 def test_a_step_run_again_after_its_checkpoint_and_a_zombie_write_are_flagged() -> None:
