@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 
-.PHONY: help bootstrap binaries tools images image-requirements cluster-up cluster-down dev test test-unit test-store test-e2e lint fmt crds docs helm-lint openapi bench clean
+.PHONY: help bootstrap dashboard-assets binaries tools images image-requirements cluster-up cluster-down dev test test-unit test-store test-e2e chaos lint fmt crds docs helm-lint openapi bench clean
 
 # Tests run in parallel (pytest-xdist): they share one cluster and one Postgres, and each
 # isolates itself with a namespace and a database of its own.
@@ -16,11 +16,15 @@ help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml uv.lock runner/pyproject.toml operator/pyproject.toml cli/pyproject.toml \
-		localcluster/pyproject.toml scripts/bootstrap.sh
+		localcluster/pyproject.toml scripts/bootstrap.sh \
+		operator/assets/package-lock.json scripts/dashboard-assets.sh
 	VENV=$(VENV) scripts/bootstrap.sh
 	@touch $@
 
 bootstrap: $(VENV)/.installed  ## System packages and the Python venv
+
+dashboard-assets:  ## Copy the dashboard's npm libraries into the operator package (bootstrap does)
+	scripts/dashboard-assets.sh
 
 binaries: bootstrap  ## Build (once, cached) kube-apiserver & co. and etcd from Go modules
 	$(PY) -m drover_localcluster build
@@ -69,6 +73,16 @@ test-store: bootstrap  ## The store against a real Postgres (no cluster)
 
 test-e2e: binaries tools images  ## End-to-end tests only
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m e2e
+
+# The chaos suite in full: 10 faults of each kind (DROVER_CHAOS_FAULTS), seeded
+# (DROVER_CHAOS_SEED replays a run); its table goes to the terminal and to CHAOS_REPORT.
+CHAOS_FAULTS ?= 10
+CHAOS_SEED ?= 18
+CHAOS_REPORT ?= chaos-report.txt
+chaos: binaries  ## Faults under load on a cluster of its own; prints faults, runs, violations
+	DROVER_CHAOS_FAULTS=$(CHAOS_FAULTS) DROVER_CHAOS_SEED=$(CHAOS_SEED) \
+	  DROVER_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+	  $(VENV)/bin/pytest -p no:xdist --timeout=3600 -s tests/e2e/test_chaos.py
 
 lint: bootstrap  ## ruff, mypy --strict, the import layers, generated files up to date
 	$(VENV)/bin/ruff check .

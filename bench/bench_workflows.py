@@ -207,8 +207,7 @@ async def suspended_cost(
             "SELECT count(*) FROM drover_waitpoints WHERE state = 'waiting'"
         ).fetchone()
     watch.cancel()
-    await delete_namespace(client, namespace, within=600)
-    return {
+    result = {
         "suspended runs": count,
         "pods held": len(pods.live),
         "waitpoints waiting": rows[0] if rows else None,
@@ -216,6 +215,12 @@ async def suspended_cost(
         "operator RSS after MiB": round(after / 1024, 1),
         "seconds to suspend all": round(elapsed, 1),
     }
+    print(f"suspended runs: {result}", file=sys.stderr)  # before a slow cleanup can fail
+    try:
+        await delete_namespace(client, namespace, within=1800)
+    except BenchError as exc:
+        print(f"cleanup: {exc}", file=sys.stderr)
+    return result
 
 
 async def bench(args: argparse.Namespace, cluster: LocalCluster, operator: Operator) -> None:

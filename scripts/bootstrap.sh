@@ -14,6 +14,9 @@ command -v runuser >/dev/null || need_apt+=(util-linux)
 for tool in buildah mmdebstrap umoci skopeo; do
   command -v "$tool" >/dev/null || need_apt+=("$tool")
 done
+# The dashboard: its browser libraries come from npm; its tests drive Debian's Chromium.
+command -v npm >/dev/null || need_apt+=(npm)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "bootstrap: missing ${need_apt[*]} and no apt-get: install them with your package manager" >&2
@@ -32,6 +35,9 @@ if ! command -v go >/dev/null; then
        "their Go modules: install Go 1.25 or newer (https://go.dev/doc/install)." >&2
   exit 1
 fi
+
+# The dashboard's browser libraries, copied into the operator package (gitignored).
+scripts/dashboard-assets.sh
 
 # Python dependencies: the three distributions of this repository (editable) and the
 # development tools, at the versions pinned in uv.lock. uv itself comes from PyPI, pinned here;

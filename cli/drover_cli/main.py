@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import drover
 from drover_cli.commands.completion import completion
+from drover_cli.commands.dashboard import dashboard
 from drover_cli.commands.describe import describe
 from drover_cli.commands.history import logs, runs
 from drover_cli.commands.tasks import tasks
@@ -25,14 +26,15 @@ from drover_cli.output import console
 @click.version_option(drover.__version__, prog_name="drover")
 def cli() -> None:
     """Drover's command line: start runs and follow them, read the run history and logs,
-    cancel, replay, complete waitpoint tokens, and see each Task's load.
+    cancel, replay, complete waitpoint tokens, see each Task's load, and open the web
+    dashboard.
 
     It connects like kubectl (the current kubeconfig context, or --context, --kubeconfig)
     and reaches the operator through the Kubernetes API server (api.drover.dev).
     """
 
 
-for command in (run, runs, describe, logs, cancel, replay, tokens, tasks, completion):
+for command in (run, runs, describe, logs, cancel, replay, tokens, tasks, dashboard, completion):
     cli.add_command(command)
 
 

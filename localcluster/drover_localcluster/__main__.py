@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from drover_localcluster import faults
 from drover_localcluster.binaries import ensure_binaries, ensure_helm, ensure_promtool
 from drover_localcluster.cluster import REPO_ROOT, LocalCluster, wait_seconds
 from drover_localcluster.errors import LocalClusterError
@@ -18,7 +19,17 @@ from drover_localcluster.images.build import Published, ensure_images
 def main() -> None:
     parser = argparse.ArgumentParser(prog="drover-localcluster", description=__doc__)
     parser.add_argument(
-        "command", choices=["build", "up", "down", "status", "images", "image-requirements"]
+        "command",
+        choices=[
+            *("build", "up", "down", "status", "images", "image-requirements"),
+            *("kill", "restart"),
+        ],
+    )
+    parser.add_argument(
+        "component",
+        nargs="?",
+        choices=faults.COMPONENTS,
+        help="kill/restart: the component to crash (SIGKILL) or start again",
     )
     parser.add_argument(
         "--with",
@@ -57,7 +68,13 @@ def main() -> None:
             _requirements(check=args.check)
             return
         cluster = LocalCluster(args.dir)
-        if args.command == "up":
+        if args.command in ("kill", "restart"):
+            if args.component is None:
+                parser.error(f"{args.command} needs a component: {', '.join(faults.COMPONENTS)}")
+            action = faults.kill if args.command == "kill" else faults.restart
+            action(cluster, args.component)
+            print(f"{args.component}: {args.command} done")
+        elif args.command == "up":
             cluster.up()
             print(
                 f"local cluster up in {wait_seconds(started)}: "

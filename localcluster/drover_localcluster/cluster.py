@@ -348,6 +348,12 @@ class LocalCluster:
         self._save()
         stop_group(pid, grace=0 if kill else 15)
 
+    def record_pid(self, component: str, pid: int) -> None:
+        """A restarted control-plane component's new pid (see faults.restart)."""
+        assert self.state is not None
+        self.state.pids[component] = pid
+        self._save()
+
     def node_ready(self, name: str) -> bool:
         node = self.get(f"/api/v1/nodes/{name}")
         conditions = node.get("status", {}).get("conditions", [])

@@ -158,6 +158,18 @@ class ControlPlane:
             )
         return pids
 
+    def start_one(self, name: str, marker: str) -> int:
+        """(Re)start one component, e.g. after a fault killed it; returns its pid."""
+        files = self._prepare()
+        if name == "etcd":
+            return self._start_etcd(marker)
+        starters = {
+            "kube-apiserver": self._start_apiserver,
+            "kube-controller-manager": self._start_controller_manager,
+            "kube-scheduler": self._start_scheduler,
+        }
+        return starters[name](marker, files)
+
     def _start_etcd(self, marker: str) -> int:
         client = f"http://127.0.0.1:{self.ports.etcd_client}"
         peer = f"http://127.0.0.1:{self.ports.etcd_peer}"

@@ -2,7 +2,8 @@
 
 The APIService `v1.api.drover.dev` is cluster-wide and points at one operator, so modules
 that register it take turns: each holds a lock shared by every pytest-xdist worker of the
-run while it is registered.
+run while it is registered. Their tests' setup may wait out the others' whole modules, so
+they mark themselves with `TAKES_TURNS`: a hang-stop that leaves room for the wait.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiregistration_v1 import APIService
 from lightkube.resources.core_v1 import Namespace
@@ -25,6 +27,9 @@ from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import OperatorProcess
 
 APISERVICE = "v1.api.drover.dev"
+
+# The default hang-stop (600 s) with room for the other modules' turns.
+TAKES_TURNS = pytest.mark.timeout(2400)
 
 
 @dataclass

@@ -22,12 +22,12 @@ from lightkube.models.rbac_v1 import PolicyRule
 import drover
 from drover.protocol.names import GROUP
 from tests.conftest import E2ECluster
-from tests.e2e.aggregated_support import Served, serve_aggregated_api
+from tests.e2e.aggregated_support import TAKES_TURNS, Served, serve_aggregated_api
 from tests.e2e.api_support import taskruns
 from tests.e2e.identities import kubeconfig, rule, service_account
 from tests.e2e.operator_support import task, wait_phase
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, TAKES_TURNS]
 
 OK = {"image": "busybox", "command": ["true"]}
 SCHEMA = {"type": "object", "required": ["customerId"]}

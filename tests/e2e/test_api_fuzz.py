@@ -20,7 +20,7 @@ from tests.e2e.api_support import call, taskruns
 from tests.e2e.operator_support import OperatorProcess, run, task, wait_phase
 from tests.e2e.test_workflows import ledger, sdk_task
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ATTEMPTS = 120
 

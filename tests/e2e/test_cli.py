@@ -25,12 +25,12 @@ from lightkube.resources.core_v1 import Pod
 from drover.protocol.names import GROUP
 from drover_operator.kube import TaskRunResource
 from tests.conftest import E2ECluster, wait_for
-from tests.e2e.aggregated_support import Served, serve_aggregated_api
+from tests.e2e.aggregated_support import TAKES_TURNS, Served, serve_aggregated_api
 from tests.e2e.api_support import taskruns
 from tests.e2e.identities import kubeconfig, rule, service_account
 from tests.e2e.operator_support import task, wait_phase
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, TAKES_TURNS]
 
 BIN = Path(sys.executable).parent
 DROVER = BIN / "drover"

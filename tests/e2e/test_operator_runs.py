@@ -3,15 +3,18 @@ exit codes, timeouts, cancel, deletion, missing Tasks, long names, pending timeo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from drover.protocol.names import FINALIZER
+from drover.protocol.names import FINALIZER, LABEL_RUN, LABEL_TASK
 from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
+from tests.e2e import ledger
 from tests.e2e.operator_support import (
     OperatorProcess,
     get_run,
@@ -21,6 +24,7 @@ from tests.e2e.operator_support import (
     task,
     wait_phase,
 )
+from tests.e2e.podwatch import watching
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +34,17 @@ def _pods(cluster: E2ECluster, namespace: str) -> list[Pod]:
 
 
 def test_command_task_succeeds_with_one_pod(
-    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
     c = cluster.client
-    task(c, namespace, "echo", {"image": "busybox", "command": ["sh", "-c", "echo hi"]})
-    uid = run(c, namespace, "echo-1", "echo")
-    st = wait_phase(c, namespace, "echo-1", "Succeeded")
+    task(c, namespace, "echo", {"image": "busybox", "command": ledger.command(tmp_path)})
+    with watching(cluster, namespace) as watch:
+        uid = run(c, namespace, "echo-1", "echo")
+        st = wait_phase(c, namespace, "echo-1", "Succeeded")
+        wait_for(lambda: not watch.live(), what="the pod ended")
+    # Exactly once, judged from outside: one execution in the ledger, one pod ever seen.
+    assert [(r.run, r.attempt) for r in ledger.read(tmp_path)] == [("echo-1", 1)]
+    assert [p.name for p in watch.matching()] == ["echo-1-a1"]
     assert st["attempt"] == 1 and st["runId"] == uid
     [attempt] = st["attempts"]
     assert attempt["exitCode"] == 0 and attempt["podName"] == "echo-1-a1"
@@ -159,25 +168,28 @@ def test_cancel_stops_the_pod_and_frees_the_slot(
             "concurrency": {"limit": 1},
         },
     )
-    run(c, namespace, "first", "one-at-a-time")
-    wait_phase(c, namespace, "first", "Running")
-    run(c, namespace, "second", "one-at-a-time")
-    assert status(c, namespace, "second").get("phase") in (None, "Queued")
-    c.patch(
-        TaskRunResource,
-        "first",
-        {"spec": {"cancel": True}},
-        namespace=namespace,
-        patch_type=PatchType.MERGE,
-    )
-    st = wait_phase(c, namespace, "first", "Canceled")
-    assert st["conditions"][0]["status"] == "False"
-
-    def first_pod_gone() -> bool:
-        return "first-a1" not in {p.metadata.name for p in _pods(cluster, namespace) if p.metadata}
-
-    wait_for(first_pod_gone, what="the canceled run's pod deleted")
-    wait_phase(c, namespace, "second", "Running")  # the freed slot admitted the next run
+    with watching(cluster, namespace) as watch:
+        run(c, namespace, "first", "one-at-a-time")
+        wait_phase(c, namespace, "first", "Running")
+        run(c, namespace, "second", "one-at-a-time")
+        # Queued is a decision the operator made (the phase is set), not the absence of one.
+        wait_phase(c, namespace, "second", "Queued")
+        assert not watch.matching(**{LABEL_RUN: "second"})  # and no pod was made for it
+        c.patch(
+            TaskRunResource,
+            "first",
+            {"spec": {"cancel": True}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        st = wait_phase(c, namespace, "first", "Canceled")
+        assert st["conditions"][0]["status"] == "False"
+        wait_for(lambda: not watch.live(**{LABEL_RUN: "first"}), what="the canceled pod gone")
+        wait_phase(c, namespace, "second", "Running")  # the freed slot admitted the next run
+        wait_for(lambda: watch.live(**{LABEL_RUN: "second"}), what="the next run's pod")
+    # Cancel frees the slot at once, while the canceled pod is still being deleted: the two
+    # pods may overlap for a moment (docs/decisions.md, "Slots are released by the result").
+    assert watch.peak({LABEL_TASK: "one-at-a-time"}) <= 2
 
 
 def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(

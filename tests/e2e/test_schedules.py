@@ -14,7 +14,7 @@ from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 
-from drover.protocol.names import ANNOTATION_SCHEDULED_TIME, LABEL_SCHEDULE
+from drover.protocol.names import ANNOTATION_SCHEDULED_TIME, LABEL_RUN, LABEL_SCHEDULE
 from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import E2ECluster, wait_for
 from tests.e2e.operator_support import (
@@ -25,6 +25,7 @@ from tests.e2e.operator_support import (
     task,
     wait_phase,
 )
+from tests.e2e.podwatch import watching
 
 pytestmark = pytest.mark.e2e
 
@@ -173,15 +174,27 @@ def test_replace_cancels_the_unfinished_run(
     cluster: E2ECluster, namespace: str, operator: OperatorProcess
 ) -> None:
     schedule = {"cron": "*/3 * * * * *", "concurrencyPolicy": "Replace"}
-    task(cluster.client, namespace, "fresh", {**SLOW, "schedule": schedule})
-    first, second = at_least(cluster, namespace, "fresh", 2)[:2]
-    replaced = wait_phase(cluster.client, namespace, name_of(first), "Canceled")
-    assert replaced["conditions"][0]["reason"] == "Canceled"
-    patch_schedule(cluster, namespace, "fresh", suspend=True)
-    wait_event(cluster, namespace, "fresh", "ScheduleReplaced", name_of(first), name_of(second))
-    # The replacement runs (until the schedule replaces it in turn, or is suspended).
-    st = wait_phase(cluster.client, namespace, name_of(second), "Running", "Canceled")
-    assert st["phase"] in ("Running", "Canceled")
+    c = cluster.client
+    with watching(cluster, namespace) as watch:
+        task(c, namespace, "fresh", {**SLOW, "schedule": schedule})
+        first, second = at_least(cluster, namespace, "fresh", 2)[:2]
+        replaced = wait_phase(c, namespace, name_of(first), "Canceled")
+        assert replaced["conditions"][0]["reason"] == "Canceled"
+        patch_schedule(cluster, namespace, "fresh", suspend=True)
+        wait_event(cluster, namespace, "fresh", "ScheduleReplaced", name_of(first), name_of(second))
+        # The replacement runs: the newest tick's run (no tick replaces it once suspended)
+        # reaches Running with a live pod, and every earlier run was canceled.
+        *older, newest = scheduled_runs(cluster, namespace, "fresh")
+        wait_phase(c, namespace, name_of(newest), "Running")
+        wait_for(lambda: watch.live(**{LABEL_RUN: name_of(newest)}), what="the replacement's pod")
+        for item in older:
+            assert wait_phase(c, namespace, name_of(item), "Canceled")["phase"] == "Canceled"
+        older_names = {name_of(item) for item in older}
+        wait_for(
+            lambda: not [p for p in watch.live() if p.labels.get(LABEL_RUN) in older_names],
+            what="the replaced runs' pods gone",
+        )
+        assert watch.live(**{LABEL_RUN: name_of(newest)})  # still running
 
 
 def test_suspend_pauses_without_catching_up(

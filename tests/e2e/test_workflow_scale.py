@@ -18,9 +18,10 @@ from tests.e2e.operator_support import OperatorProcess, run
 from tests.e2e.podwatch import watching
 from tests.e2e.test_workflows import sdk_task
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+@pytest.mark.timeout(1800)  # the default 600 s stops a hung test; this one takes minutes
 def test_500_runs_suspended_on_timers_hold_no_pods_or_slots_and_all_resume(
     cluster: E2ECluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:

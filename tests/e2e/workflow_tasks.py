@@ -1,14 +1,14 @@
 """Task code for the workflow end-to-end tests (child runs, durable waits, tokens), run by
 `python -m drover.runner` in task pods.
 
-What really ran is appended by the task code itself to `<payload.dir>/ledger`, one JSON
-object per line: the tests judge limits and duplicates from it, not from Drover's records.
+What really ran is appended by the task code itself to the side-effect ledger
+(`tests.e2e.ledger`, `<payload.dir>/ledger`): the tests judge limits and duplicates from it,
+not from Drover's records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import time
@@ -16,20 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import drover
+from tests.e2e import ledger as side_effects
 
 
 def ledger(directory: str, event: str, **fields: Any) -> None:
-    run = drover.current_run()
-    line = {
-        "event": event,
-        "run": run.name,
-        "attempt": run.attempt,
-        "pid": os.getpid(),
-        "at": time.time(),
-        **fields,
-    }
-    with Path(directory, "ledger").open("a") as out:
-        out.write(json.dumps(line) + "\n")
+    side_effects.write(directory, event, **fields)
 
 
 @drover.step

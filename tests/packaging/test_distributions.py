@@ -94,6 +94,24 @@ def test_the_operator_depends_on_the_same_sdk(wheels: dict[str, Path]) -> None:
     assert not any(n.startswith("drover/") for n in archive.namelist())
 
 
+def test_the_operator_ships_the_dashboard_with_its_libraries(wheels: dict[str, Path]) -> None:
+    """Templates, its own script and styles, and the npm libraries (never committed: copied
+    in by scripts/dashboard-assets.sh, which `make bootstrap` runs)."""
+    names = set(zipfile.ZipFile(wheels["drover_operator"]).namelist())
+    where = "drover_operator/api/dashboard"
+    for name in (
+        "templates/base.html",
+        "templates/run.html",
+        "static/app.js",
+        "static/dashboard.css",
+        "static/vendor/htmx.min.js",
+        "static/vendor/sse.min.js",
+        "static/vendor/uPlot.iife.min.js",
+        "static/vendor/uPlot.min.css",
+    ):
+        assert f"{where}/{name}" in names, name
+
+
 def test_the_command_line_is_a_client_with_two_console_scripts(wheels: dict[str, Path]) -> None:
     archive = zipfile.ZipFile(wheels["drover_cli"])
     names = archive.namelist()

@@ -65,6 +65,7 @@ def test_a_retried_write_racing_its_own_first_try_succeeds(
             "seq": 3,
             "name": "charge",
             "value": Jsonb(record.value),
+            "started_at": None,
         }
         async with await psycopg.AsyncConnection.connect(dsn) as first_try:
             # The first try's statement, in a transaction still open: the position is taken

@@ -370,6 +370,8 @@ def test_user_roles_are_shipped_and_aggregated(helm: Path) -> None:
         assert not writes & (verbs(role, "tasks/status") | verbs(role, "taskruns/status"))
     for resource in ("tasks", "taskruns"):
         assert verbs("drover-viewer", resource) == {"get", "list", "watch"}
+    # The dashboard's way in through the API server; its actions are authorized on drover.dev.
+    assert verbs("drover-viewer", "ui") == {"get", "create"}
     # Approving (completing tokens) is its own grant: neither triggering nor viewing gives it.
     assert "update" in verbs("drover-waitpoint-completer", "waitpoints")
     assert "create" in verbs("drover-waitpoint-completer", "waitpoints/complete")

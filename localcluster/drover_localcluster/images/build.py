@@ -208,6 +208,10 @@ class ImageBuild:
         for name in context_files(self.repo, (*spec.context, spec.dockerfile)):
             (context / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.repo / name, context / name)
+        for generated in spec.generated:
+            if not (self.repo / generated).is_dir():
+                raise BuildError(f"{generated} is missing: run scripts/dashboard-assets.sh")
+            shutil.copytree(self.repo / generated, context / generated, dirs_exist_ok=True)
         build_args = {spec.parent_arg: self.build_tag(spec.parent)}
         if spec.offline_wheels:
             wheels = self._wheelhouse()

@@ -33,6 +33,9 @@ class ImageSpec:
     parent: str  # the image it is built FROM ("base" or another spec's name)
     parent_arg: str  # the build argument that names the parent
     offline_wheels: bool = False
+    # Build outputs the context must hold although git ignores them (their inputs, such as a
+    # lockfile, are tracked and so in the key).
+    generated: tuple[str, ...] = ()
 
     def reference(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
@@ -56,6 +59,8 @@ PROJECT_IMAGES = (
         parent="base",
         parent_arg="BASE",
         offline_wheels=True,
+        # The dashboard's npm libraries (scripts/dashboard-assets.sh; operator/assets).
+        generated=("operator/drover_operator/api/dashboard/static/vendor",),
     ),
     ImageSpec(
         "examples",

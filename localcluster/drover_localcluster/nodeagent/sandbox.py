@@ -23,7 +23,6 @@ after `pivot_root` nothing can be imported.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -39,6 +38,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID = 0x20000, 0x4000000, 0x80
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _PARENT_IGNORES = (signal.SIGTERM, signal.SIGINT)
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
 
 # Linux capability numbers (linux/capability.h), by the names Kubernetes uses.
 _CAPABILITY_NAMES = (
@@ -202,12 +202,14 @@ def _default_signals() -> None:
     """Every signal at its default disposition and none blocked, as a runtime starts a
     container: ignored signals stay ignored across exec, and this process inherits them
     from Python (SIGPIPE, SIGXFSZ) and from whatever started the node agent (a shell
-    ignores SIGINT and SIGQUIT for a job it runs in the background)."""
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        with contextlib.suppress(OSError, ValueError):  # the C library's real-time signals
-            signal.signal(sig, signal.SIG_DFL)
+    ignores SIGINT and SIGQUIT for a job it runs in the background). The kernel's
+    rt_sigaction rather than Python's or libc's: both refuse the signals libc keeps for
+    itself (32 and 33), which an ancestor may still have left ignored."""
+    blank = ctypes.create_string_buffer(64)  # a zeroed kernel sigaction: SIG_DFL, no flags
+    number = SYS_RT_SIGACTION[platform.machine()]
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            _libc.syscall(number, sig, blank, None, 8)  # fails only for an invalid number
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

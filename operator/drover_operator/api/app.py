@@ -17,7 +17,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from drover.protocol.wire import MAX_REQUEST_BYTES
-from drover_operator.api import discovery, history, hooks, overviews, runs, triggers, workflows
+from drover_operator.api import (
+    dashboard,
+    discovery,
+    history,
+    hooks,
+    overviews,
+    runs,
+    triggers,
+    workflows,
+)
 from drover_operator.api.auth import AUTH, Authenticator
 from drover_operator.api.errors import problems
 from drover_operator.api.limits import LIMITS, RateLimits
@@ -92,6 +101,7 @@ def make_app(
     overviews.add_routes(app)
     hooks.add_routes(app)
     discovery.add_routes(app)
+    dashboard.add_routes(app)
     return app
 
 

@@ -32,12 +32,12 @@ from drover_operator.store.runviews import Cursor, RunFilter
 _MAX_PAGE = 500
 
 
-def _encode_cursor(run: RunRecord) -> str:
+def encode_cursor(run: RunRecord) -> str:
     raw = json.dumps([run.created_at.isoformat(), run.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(token: str) -> Cursor:
+def decode_cursor(token: str) -> Cursor:
     try:
         created, run_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         return Cursor(dt.datetime.fromisoformat(created), str(run_id))
@@ -72,7 +72,7 @@ async def _parent(request: web.Request, namespace: str | None) -> str | None:
     return parent.id
 
 
-async def _filter(request: web.Request, namespace: str | None) -> RunFilter:
+async def run_filter(request: web.Request, namespace: str | None) -> RunFilter:
     query = request.query
     phases = tuple(p for value in query.getall("phase", []) for p in value.split(",") if p)
     unknown = [p for p in phases if p not in set(Phase)]
@@ -80,6 +80,8 @@ async def _filter(request: web.Request, namespace: str | None) -> RunFilter:
         raise ProblemError(422, "invalid-query", f"phase: unknown {', '.join(unknown)}")
     tags: dict[str, str | None] = {}
     for value in query.getall("tag", []):
+        if not value:
+            continue
         try:
             key, tag_value = tag_filter(value)
         except ValueError as exc:
@@ -93,6 +95,7 @@ async def _filter(request: web.Request, namespace: str | None) -> RunFilter:
         since=time_query("since", query.get("since")),
         until=time_query("until", query.get("until")),
         parent_id=await _parent(request, namespace),
+        search=query.get("search") or None,
     )
 
 
@@ -107,14 +110,14 @@ async def list_runs(request: web.Request) -> web.Response:
     if not 1 <= limit <= _MAX_PAGE:
         raise ProblemError(422, "invalid-query", f"limit must be between 1 and {_MAX_PAGE}")
     token = request.query.get("continue")
-    after = _decode_cursor(token) if token else None
+    after = decode_cursor(token) if token else None
     # One more than asked: whether there is a next page.
-    where = await _filter(request, namespace)
+    where = await run_filter(request, namespace)
     runs = await request.app[STORE].runviews.list(where, limit + 1, after)
     page = runs[:limit]
     body = RunList(
         items=[run_view(r, full=False) for r in page],
-        continue_=_encode_cursor(page[-1]) if len(runs) > limit else None,
+        continue_=encode_cursor(page[-1]) if len(runs) > limit else None,
     )
     return web.json_response(text=body.model_dump_json(by_alias=True, exclude_none=True))
 

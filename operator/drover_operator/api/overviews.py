@@ -17,7 +17,9 @@ from drover.protocol.timestamps import now
 from drover_operator.api.auth import authorize
 from drover_operator.api.errors import ProblemError
 from drover_operator.api.state import PREFIXES, STORE
+from drover_operator.domain.records import RunRecord
 from drover_operator.domain.views import attempt_view, step_view, task_summary, wait_view
+from drover_operator.store import Store
 
 #: How far back the Task overview counts outcomes, by default and at most.
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -26,7 +28,7 @@ MAX_WINDOW = timedelta(days=31)
 _MAX_EXECUTIONS = 1000
 
 
-def _window(value: str | None) -> timedelta:
+def window_query(value: str | None) -> timedelta:
     if not value:
         return DEFAULT_WINDOW
     try:
@@ -46,13 +48,25 @@ async def tasks(request: web.Request) -> web.Response:
     """`?window=24h`: every Task of the namespace (or, without one, of all namespaces)."""
     namespace = request.match_info.get("namespace")
     await authorize(request, namespace, "list")
-    window = _window(request.query.get("window"))
+    window = window_query(request.query.get("window"))
     since = now() - window
     found = await request.app[STORE].overviews.tasks(namespace, since)
     body = TaskSummaryList(
         items=[task_summary(t) for t in found], window=format_duration(window), since=since
     )
     return web.json_response(text=body.model_dump_json(by_alias=True))
+
+
+async def timeline_of(store: Store, run: RunRecord) -> RunTimeline:
+    """A run's executions (oldest first), steps and waits."""
+    attempts = await store.runs.attempts(run.id, _MAX_EXECUTIONS)
+    return RunTimeline(
+        name=run.name,
+        namespace=run.namespace,
+        attempts=[attempt_view(a) for a in reversed(attempts)],
+        steps=[step_view(s) for s in await store.overviews.steps(run.id)],
+        waits=[wait_view(w) for w in await store.overviews.waits(run.id)],
+    )
 
 
 async def timeline(request: web.Request) -> web.Response:
@@ -62,14 +76,7 @@ async def timeline(request: web.Request) -> web.Response:
     run = await store.runs.by_name(namespace, name)
     if run is None:
         raise ProblemError(404, "not-found", f"no run {namespace}/{name} in Drover's history")
-    attempts = await store.runs.attempts(run.id, _MAX_EXECUTIONS)
-    body = RunTimeline(
-        name=run.name,
-        namespace=run.namespace,
-        attempts=[attempt_view(a) for a in reversed(attempts)],
-        steps=[step_view(s) for s in await store.overviews.steps(run.id)],
-        waits=[wait_view(w) for w in await store.overviews.waits(run.id)],
-    )
+    body = await timeline_of(store, run)
     return web.json_response(text=body.model_dump_json(by_alias=True))
 
 

@@ -381,3 +381,6 @@ class TaskSummaryRecord:
     #: Start to finish of the runs that succeeded in the window, in seconds.
     p50_seconds: float | None
     p95_seconds: float | None
+    p99_seconds: float | None = None
+    #: The schedule's next tick (a Task with a cron schedule).
+    next_at: dt.datetime | None = None

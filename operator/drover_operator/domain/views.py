@@ -117,4 +117,7 @@ def task_summary(task: TaskSummaryRecord) -> TaskSummary:
         canceled=task.canceled,
         p50_seconds=task.p50_seconds,
         p95_seconds=task.p95_seconds,
+        p99_seconds=task.p99_seconds,
+        schedule=(task.spec.get("schedule") or {}).get("cron"),
+        next_schedule_time=task.next_at,
     )

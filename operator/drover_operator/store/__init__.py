@@ -10,9 +10,12 @@ stay atomic while the rules stay pure and live with the run lifecycle.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from drover_operator.store.admission import AdmissionStore
 from drover_operator.store.attempts import AttemptStore
-from drover_operator.store.db import Pool, open_pool, ping
+from drover_operator.store.db import EVENTS_CHANNEL, Pool, listen, open_pool, ping
 from drover_operator.store.history import HistoryStore
 from drover_operator.store.keys import KeyStore
 from drover_operator.store.outbox import EventOutbox
@@ -56,6 +59,13 @@ class Store:
     async def ping(self) -> None:
         """Raises when the database cannot answer (readiness)."""
         await ping(self.pool)
+
+    async def follow_events(self, on_event: Callable[[str], None], stop: asyncio.Event) -> None:
+        """Call `on_event(payload)` for each run recorded or changing phase (`run <namespace>
+        <id>`) and each batch of log lines written (`logs <run id>`), until `stop`."""
+        dsn = self.pool.conninfo
+        assert isinstance(dsn, str), "the pool was opened with a connection string"
+        await listen(dsn, on_event, stop, EVENTS_CHANNEL)
 
     async def close(self) -> None:
         await self.pool.close()

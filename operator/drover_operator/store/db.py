@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 #: Every replica LISTENs here; a commit that frees a slot or records a run NOTIFYs.
 WAKE_CHANNEL = "drover_wake"
+#: Runs recorded or changing phase, log lines written (the dashboard's live updates):
+#: NOTIFYed by triggers (migration 0009).
+EVENTS_CHANNEL = "drover_events"
 
 Connection: TypeAlias = psycopg.AsyncConnection[DictRow]
 Pool: TypeAlias = AsyncConnectionPool[Connection]
@@ -92,8 +95,10 @@ async def advisory_lock(conn: Connection, key: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
 
-async def listen(dsn: str, on_wake: Callable[[str], None], stop: asyncio.Event) -> None:
-    """Call `on_wake(payload)` for every NOTIFY on the wake channel, reconnecting forever.
+async def listen(
+    dsn: str, on_wake: Callable[[str], None], stop: asyncio.Event, channel: str = WAKE_CHANNEL
+) -> None:
+    """Call `on_wake(payload)` for every NOTIFY on `channel`, reconnecting forever.
 
     Only a hint: every loop that is woken also polls, so a lost notification delays work by
     at most one poll interval.
@@ -101,7 +106,7 @@ async def listen(dsn: str, on_wake: Callable[[str], None], stop: asyncio.Event) 
     while not stop.is_set():
         try:
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                await conn.execute(f"LISTEN {channel}")
                 async for notification in conn.notifies():
                     on_wake(notification.payload)
         except psycopg.Error as exc:

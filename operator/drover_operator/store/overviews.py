@@ -44,8 +44,10 @@ ORDER BY w.seq
 TASK_SUMMARIES = f"""
 SELECT t.namespace, t.name, t.spec, t.invalid,
        now_.running, now_.queued, now_.waiting,
-       recent.succeeded, recent.failed, recent.canceled, recent.p50_seconds, recent.p95_seconds
+       recent.succeeded, recent.failed, recent.canceled, recent.p50_seconds, recent.p95_seconds,
+       recent.p99_seconds, s.next_at
 FROM drover_tasks t
+LEFT JOIN drover_schedules s ON s.namespace = t.namespace AND s.task = t.name
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE r.phase IN ('Starting', 'Running'))::int AS running,
            count(*) FILTER (WHERE r.phase IN ('Queued', 'Retrying'))::int AS queued,
@@ -62,7 +64,10 @@ CROSS JOIN LATERAL (
                FILTER (WHERE r.phase = 'Succeeded' AND r.started_at IS NOT NULL) AS p50_seconds,
            percentile_cont(0.95) WITHIN GROUP (
                ORDER BY extract(epoch FROM r.finished_at - r.started_at))
-               FILTER (WHERE r.phase = 'Succeeded' AND r.started_at IS NOT NULL) AS p95_seconds
+               FILTER (WHERE r.phase = 'Succeeded' AND r.started_at IS NOT NULL) AS p95_seconds,
+           percentile_cont(0.99) WITHIN GROUP (
+               ORDER BY extract(epoch FROM r.finished_at - r.started_at))
+               FILTER (WHERE r.phase = 'Succeeded' AND r.started_at IS NOT NULL) AS p99_seconds
     FROM drover_runs r
     WHERE r.namespace = t.namespace AND r.task = t.name
       AND r.finished_at IS NOT NULL AND r.finished_at >= %(since)s

@@ -4,6 +4,7 @@ waiting run's place in its queue. Includes runs whose TaskRun was already cleane
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class RunFilter:
     until: dt.datetime | None = None
     #: Child runs of this run (its id).
     parent_id: str | None = None
+    #: A run id, or a part of the run's name.
+    search: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,13 @@ class RunViewStore:
         if where.until is not None:
             clauses.append("r.created_at < %(until)s")
             params["until"] = where.until
+        if where.search:
+            try:
+                params["search_id"] = str(uuid.UUID(where.search))
+                clauses.append("r.id = %(search_id)s")
+            except ValueError:
+                clauses.append("strpos(r.name, %(search)s) > 0")
+                params["search"] = where.search
         if after is not None:
             clauses.append("(r.created_at, r.id) < (%(after_at)s, %(after_id)s::uuid)")
             params.update(after_at=after.created_at, after_id=after.id)

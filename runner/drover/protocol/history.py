@@ -116,6 +116,10 @@ class TaskSummary(Reply):
     p50_seconds: float | None = Field(default=None, alias="p50Seconds")
     """Median start-to-finish time of the runs that succeeded in the window."""
     p95_seconds: float | None = Field(default=None, alias="p95Seconds")
+    p99_seconds: float | None = Field(default=None, alias="p99Seconds")
+    schedule: str | None = None
+    """The cron schedule, if the Task has one."""
+    next_schedule_time: datetime | None = Field(default=None, alias="nextScheduleTime")
 
 
 class TaskSummaryList(Reply):
