@@ -8,9 +8,10 @@ CLUSTER_DIR ?= .cluster
 .PHONY: help bootstrap dashboard-assets binaries tools images image-requirements cluster-up cluster-down dev test test-unit test-store test-e2e chaos lint fmt crds docs helm-lint openapi bench clean
 
 # Tests run in parallel (pytest-xdist): they share one cluster and one Postgres, and each
-# isolates itself with a namespace and a database of its own.
+# isolates itself with a namespace and a database of its own. Files go out in collection
+# order, which puts the slowest first (tests/conftest.py), not xdist's order by test count.
 TEST_WORKERS ?= 4
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=15
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'

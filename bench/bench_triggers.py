@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 import drover
 from bench.bench_operator import apply_crds
-from bench.harness import TASK, TASKRUN, Operator, cluster_env, percentile
+from bench.harness import TASK, TASKRUN, Operator, cluster_env, median_spread, percentile
 from drover_localcluster.cluster import LocalCluster
 from drover_localcluster.processes import free_port
 
@@ -138,7 +137,7 @@ def _print(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
         cells = []
         for key in ("runs/s", "p50 ms", "p99 ms"):
             values = [t[key] for t in trials]
-            cells.append(f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})")
+            cells.append(median_spread(values, 1))
         print(f"| {name} | {' | '.join(cells)} |")
     print("\n" + json.dumps(results))
 

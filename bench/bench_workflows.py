@@ -21,7 +21,6 @@ import asyncio
 import datetime as dt
 import json
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from bench.harness import (
     cluster_env,
     create_namespace,
     delete_namespace,
+    median_spread,
     percentile,
     wait_until,
 )
@@ -262,7 +262,7 @@ def _print(
         cells = []
         for key in ("p50 s", "p99 s", "max s"):
             values = [t[key] for t in trials]
-            cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})")
+            cells.append(median_spread(values, 2))
         print(f"| {name} | {' | '.join(cells)} |")
     if cost is not None:
         print(f"\nSuspended runs on timers ({cost['suspended runs']}):\n")

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -438,3 +439,9 @@ def job_watch(client: AsyncClient, namespace: str) -> StateWatch[Job]:
         uid,
         JOB_FINISHED,
     )
+
+
+def median_spread(values: list[float], digits: int) -> str:
+    """A figure over alternating trials as the benches print it: `median (min–max)`."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx2 as httpx
 import psycopg
 import pytest
 from lightkube import ApiError, Client, KubeConfig
@@ -156,7 +157,13 @@ def cluster() -> Iterator[E2ECluster]:
             local = LocalCluster(private_directory("drover-test-cluster-"))
             local.up()
             record.write_text(str(local.directory))
-    client = Client(KubeConfig.from_file(str(local.kubeconfig)), field_manager="drover-tests")
+    # lightkube's default 10 s read timeout is shorter than a list of hundreds of TaskRuns can
+    # take while a 2-core machine runs four test workers; a slow answer is not a failure here.
+    client = Client(
+        KubeConfig.from_file(str(local.kubeconfig)),
+        field_manager="drover-tests",
+        timeout=httpx.Timeout(60),
+    )
     try:
         yield E2ECluster(local, client)
     finally:

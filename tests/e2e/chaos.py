@@ -133,8 +133,10 @@ def retrying(action: Callable[[], T], what: str, timeout: float = 120) -> T:
 
 @contextlib.contextmanager
 def chaos_cluster() -> Iterator[E2ECluster]:
-    """A local cluster of the suite's own: the faults never touch the shared one."""
-    local = LocalCluster(private_directory("drover-chaos-cluster-"))
+    """A local cluster of the suite's own: the faults never touch the shared one. Durable
+    (etcd and Postgres fsync, synchronous commit), as in production: a crash of a store that
+    acknowledged commits it had not written would lose them, and no system promises more."""
+    local = LocalCluster(private_directory("drover-chaos-cluster-"), durable=True)
     local.up()
     client = Client(KubeConfig.from_file(str(local.kubeconfig)), field_manager="drover-chaos")
     cluster = E2ECluster(local, client)

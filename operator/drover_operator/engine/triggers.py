@@ -168,12 +168,14 @@ class Triggers:
             annotations=annotations,
             owner=owner,
         )
+        # Whoever bound the key started the run (201), even when a duplicate request, finding
+        # the key bound and the TaskRun not yet there, created the object first.
         cached = not binding.fresh
-        if result == Result.GONE:  # created by the request that bound the key
+        if result == Result.GONE:  # created by another request for the same key
             uid = await self.taskruns.uid_of(namespace, binding.run_name)
             if uid is None:
                 raise TriggerError(503, "unavailable", "the run is being created; retry")
-            detail, cached = uid, True
+            detail = uid
         else:
             self._raise_unless_done(result, detail)
         await self.store.triggers.created(namespace, task, key, binding.run_name, detail)
