@@ -17,6 +17,7 @@ from drover_operator.api.limits import RateLimits
 from drover_operator.converge import Converger
 from drover_operator.converge.peering import Peering, ensure_peering
 from drover_operator.domain.tokens import SIGNING_KEY_NAME, WAITPOINT_KEY_NAME
+from drover_operator.engine.held_slots import HeldSlots
 from drover_operator.engine.history import HistoryCleaner
 from drover_operator.engine.lifecycle import RunLifecycle
 from drover_operator.engine.policy import LifecyclePolicy
@@ -131,6 +132,7 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
             Scheduler(settings, store, converger).run(stop),
             HistoryCleaner(settings, store, lifecycle, converger).run(stop),
             VanishedRuns(settings, store, lifecycle, converger, engine.wake).run(stop),
+            HeldSlots(settings, store, converger, engine.wake).run(stop),
         )
     finally:
         stop.set()

@@ -140,6 +140,52 @@ def test_finish_releases_the_slot_and_keeps_the_output(with_store: Runner[Any]) 
     with_store(scenario)
 
 
+def test_slot_release_pod_gone_holds_the_slot_until_the_pod_is_gone(
+    with_store: Runner[Any],
+) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 1, "slotRelease": "PodGone"})
+        first = await add_run(store, "first")
+        second = await add_run(store, "second", created_at=NOW + dt.timedelta(seconds=1))
+        [admitted] = await store.admission.admit("ns", "t", POLICY)
+        assert admitted.run_id == first
+        done = Outcome(AttemptState.SUCCEEDED, "Completed", "returned", False, 0)
+        assert await store.attempts.finish(first, 1, done, POLICY.end) is not None
+        # Ended, but its pod may still be stopping: the slot is not free yet.
+        assert await store.admission.admit("ns", "t", POLICY) == []
+        # The sweep sees it only once it has settled (a pod creation in flight has landed).
+        assert await store.attempts.held_slots(dt.timedelta(hours=1), 10) == []
+        [held] = await store.attempts.held_slots(dt.timedelta(0), 10)
+        assert (held.run_id, held.number, held.pod_name) == (first, 1, "first-a1")
+        assert await store.attempts.pod_gone(first, 1)
+        assert not await store.attempts.pod_gone(first, 1)  # once
+        [then] = await store.admission.admit("ns", "t", POLICY)
+        assert then.run_id == second
+        # A pod gone while its attempt is still active frees nothing early: `active` holds it.
+        assert await store.attempts.pod_gone(second, 1)
+        assert await store.admission.admit("ns", "t", POLICY) == []
+        assert await store.attempts.held_slots(dt.timedelta(0), 10) == []
+
+    with_store(scenario)
+
+
+def test_slot_release_completion_frees_the_slot_when_the_attempt_ends(
+    with_store: Runner[Any],
+) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store, concurrency={"limit": 1})
+        first = await add_run(store, "first")
+        await add_run(store, "second", created_at=NOW + dt.timedelta(seconds=1))
+        await store.admission.admit("ns", "t", POLICY)
+        done = Outcome(AttemptState.SUCCEEDED, "Completed", "returned", False, 0)
+        assert await store.attempts.finish(first, 1, done, POLICY.end) is not None
+        assert await store.attempts.held_slots(dt.timedelta(0), 10) == []
+        assert not await store.attempts.pod_gone(first, 1)
+        assert len(await store.admission.admit("ns", "t", POLICY)) == 1
+
+    with_store(scenario)
+
+
 def test_retry_waits_by_postgres_clock_then_admits_the_next_attempt(
     with_store: Runner[Any],
 ) -> None:

@@ -130,6 +130,13 @@ class Concurrency(CRDModel):
     per_key_limit: Annotated[int, Field(ge=1, le=100_000)] | None = None
     """Maximum concurrent runs sharing one `concurrencyKey` (e.g. one per tenant). Runs
     without a key only count against `limit`."""
+    slot_release: Literal["Completion", "PodGone"] = "Completion"
+    """When a finished, stalled or canceled attempt gives its slot back. `Completion` (the
+    default): as soon as Drover records the end, while its pod may still be stopping, so the
+    next run starts at once and pods can briefly outnumber the limit. `PodGone`: only once the
+    pod has terminated or is deleted, so pods never outnumber the limit (licences, GPUs), like
+    a Job's `podReplacementPolicy: Failed`; a pod on a lost node holds its slot until it is
+    deleted."""
 
     @model_validator(mode="after")
     def _per_key_within_limit(self) -> Concurrency:

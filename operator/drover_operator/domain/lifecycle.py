@@ -125,6 +125,8 @@ class AttemptPlan:
     heartbeat_timeout: dt.timedelta | None
     max_duration: dt.timedelta | None
     event: EventRecord
+    #: The slot stays taken after the attempt ends, until its pod is gone (`PodGone`).
+    holds_pod: bool = False
 
 
 def plan_attempt(
@@ -162,6 +164,7 @@ def plan_attempt(
         heartbeat_timeout=parse_duration(spec.timeouts.heartbeat) if spec.entrypoint else None,
         max_duration=limit,
         event=event,
+        holds_pod=spec.concurrency is not None and spec.concurrency.slot_release == "PodGone",
     )
 
 

@@ -31,6 +31,8 @@ TOKEN_KEY = "token"
 #: The key of the token Secret holding the CA that verifies the API's certificate.
 CA_KEY = "ca.crt"
 RUNNER_COMMAND = ["python", "-m", "drover.runner"]
+#: On pods of a `concurrency.slotRelease: PodGone` Task: the slot is held until the pod is gone.
+ANNOTATION_SLOT_RELEASE = "drover.dev/slot-release"
 
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _MAX_NAME = 63  # pod names end up as hostnames: keep them to one DNS label's length
@@ -213,6 +215,8 @@ def build_pod(req: PodRequest) -> dict[str, Any]:
         }
     )
     annotations.update({ANNOTATION_RUN: req.run_name, ANNOTATION_TASK: req.task_name})
+    if task.concurrency is not None and task.concurrency.slot_release == "PodGone":
+        annotations[ANNOTATION_SLOT_RELEASE] = "PodGone"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -225,6 +229,12 @@ def build_pod(req: PodRequest) -> dict[str, Any]:
         },
         "spec": spec,
     }
+
+
+def holds_slot(pod: dict[str, Any]) -> bool:
+    """Whether the pod's attempt keeps its concurrency slot until the pod is gone."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(ANNOTATION_SLOT_RELEASE) == "PodGone")
 
 
 def _merge_overlay(spec: dict[str, Any], overlay: dict[str, Any]) -> None:

@@ -194,6 +194,17 @@ class PodToStop:
 
 
 @dataclass(frozen=True)
+class HeldSlot:
+    """An ended attempt still holding its slot (`slotRelease: PodGone`) until its pod is
+    seen gone."""
+
+    run_id: str
+    number: int
+    namespace: str
+    pod_name: str
+
+
+@dataclass(frozen=True)
 class DueAttempt:
     """An active attempt past one of its deadlines."""
 

@@ -27,7 +27,7 @@ from drover.protocol.names import (
 from drover.protocol.timestamps import now, parse_rfc3339
 from drover_operator.converge import Converger
 from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
-from drover_operator.domain import attempts
+from drover_operator.domain import attempts, pods
 from drover_operator.domain.triggers import ANNOTATION_METADATA
 from drover_operator.domain.validation import payload_problem, task_problem
 from drover_operator.domain.webhooks import DEFAULT_IDEMPOTENCY_HEADER
@@ -247,6 +247,15 @@ class Engine:
         if not run_id or not attempt or not attempt.isdigit():
             return
         key = (run_id, int(attempt))
+        await self._pod_changed(event, pod, key)
+        phase = (pod.get("status") or {}).get("phase")
+        gone = event == "DELETED" or phase in ("Succeeded", "Failed")
+        # After the attempt's end above: a slot held for the pod is free now.
+        if gone and pods.holds_slot(pod) and await self.store.attempts.pod_gone(*key):
+            self.wake()
+
+    async def _pod_changed(self, event: str, pod: dict[str, Any], key: tuple[str, int]) -> None:
+        run_id = key[0]
         if event == "DELETED":
             self._seen_running.discard(key)
             if key in self._seen_finished:

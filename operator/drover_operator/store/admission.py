@@ -2,7 +2,8 @@
 under an advisory lock, so limits hold with bursts and with several replicas at once.
 
 A slot is taken here (the attempt row, `active`) and released in the transaction that ends
-the attempt. Who gets a slot and what the attempt looks like are decided by the caller's
+the attempt, or, for a Task with `concurrency.slotRelease: PodGone` (`holds_pod`), once its
+pod is gone. Who gets a slot and what the attempt looks like are decided by the caller's
 `AdmissionPolicy` (the run lifecycle's rules); this module only reads and writes.
 """
 
@@ -33,7 +34,9 @@ SELECT coalesce(sum(n), 0)::int AS active,
        coalesce(jsonb_object_agg(concurrency_key, n) FILTER (WHERE concurrency_key IS NOT NULL),
                 '{}'::jsonb) AS per_key
 FROM (SELECT concurrency_key, count(*) AS n FROM drover_attempts
-      WHERE namespace = %s AND task = %s AND active GROUP BY concurrency_key) AS usage
+      -- holds_pod: ended, of a `slotRelease: PodGone` Task, its pod not yet seen gone.
+      WHERE namespace = %s AND task = %s AND (active OR holds_pod)
+      GROUP BY concurrency_key) AS usage
 """
 
 WAITING_RUNS = """
@@ -69,11 +72,11 @@ FROM drover_attempts WHERE run_id = %s AND try_number = %s
 INSERT_ATTEMPT = """
 INSERT INTO drover_attempts (run_id, number, try_number, namespace, task, concurrency_key,
                              pod_name, state, task_spec, pending_deadline_at, token_hash,
-                             heartbeat_timeout, max_duration, admitted_at)
+                             heartbeat_timeout, max_duration, admitted_at, holds_pod)
 VALUES (%(run_id)s, %(number)s, %(try_number)s, %(namespace)s, %(task)s, %(concurrency_key)s,
         %(pod_name)s, 'Admitted', %(task_spec)s, now() + %(pending)s::interval,
         %(token_hash)s, %(heartbeat_timeout)s::interval, %(max_duration)s::interval,
-        clock_timestamp())
+        clock_timestamp(), %(holds_pod)s)
 """
 
 # Why the runs left waiting wait; only rows whose reason changes are touched (and pushed).
@@ -263,6 +266,7 @@ class AdmissionStore:
                 "token_hash": plan.token_hash,
                 "heartbeat_timeout": plan.heartbeat_timeout,
                 "max_duration": plan.max_duration,
+                "holds_pod": plan.holds_pod,
             },
         )
         await record_run_events(conn, run.id, [plan.event])

@@ -16,6 +16,7 @@ from drover_operator.domain.lifecycle import EventRecord, RunEnd
 from drover_operator.domain.records import (
     AttemptRecord,
     DueAttempt,
+    HeldSlot,
     PodToCreate,
     PodToStop,
     RunRecord,
@@ -80,6 +81,23 @@ WHERE a.kill_requested LIMIT %s
 """
 
 POD_STOPPED = "UPDATE drover_attempts SET kill_requested = false WHERE run_id = %s AND number = %s"
+
+# The pod of an attempt of a `slotRelease: PodGone` Task is gone: its slot is free (if the
+# attempt has ended too; while it is active, `active` holds the slot).
+RELEASE_POD_SLOT = """
+UPDATE drover_attempts SET holds_pod = false
+WHERE run_id = %s AND number = %s AND holds_pod
+RETURNING namespace || '/' || task
+"""
+
+# Ended attempts whose pod was not yet seen gone, ended long enough ago that a pod creation
+# still in flight when they ended has landed (or never will).
+HELD_SLOTS = """
+SELECT run_id, number, namespace, pod_name FROM drover_attempts
+WHERE holds_pod AND NOT active AND finished_at <= now() - %s::interval
+ORDER BY finished_at
+LIMIT %s
+"""
 
 _DUE = "SELECT a.run_id, a.number, a.pod_name, r.namespace, a.heartbeat_timeout"
 _FROM = "FROM drover_attempts a JOIN drover_runs r ON r.id = a.run_id"
@@ -233,6 +251,21 @@ class AttemptStore:
     async def pod_stopped(self, run_id: str, number: int) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(POD_STOPPED, (run_id, number))
+
+    async def pod_gone(self, run_id: str, number: int) -> bool:
+        """The attempt's pod terminated or was deleted; True if that freed a slot held for
+        it (`slotRelease: PodGone`), which admission is then told of."""
+        async with transaction(self.pool) as conn:
+            queue = await fetch_value(conn, RELEASE_POD_SLOT, (run_id, number))
+            if queue is None:
+                return False
+            await notify(conn, queue)
+            return True
+
+    async def held_slots(self, settled: dt.timedelta, limit: int) -> list[HeldSlot]:
+        """Ended attempts still holding a slot for a pod, ended at least `settled` ago."""
+        async with self.pool.connection() as conn:
+            return await fetch_all(conn, HeldSlot, HELD_SLOTS, (settled, limit))
 
     # -- deadlines -----------------------------------------------------------------------------
 
