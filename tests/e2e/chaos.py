@@ -69,7 +69,11 @@ LIMITS = {
     "chaos-steps": Limit(3),
     "chaos-keyed": Limit(4, per_key=1),
     "chaos-child": Limit(2),
+    # slotRelease: PodGone: every pod, from its creation to its end, within the limit.
+    "chaos-strict": Limit(2, pods=True),
 }
+STEP_TASKS = frozenset({"chaos-steps", "chaos-strict"})
+SDK_TASKS = frozenset({"chaos-steps", "chaos-strict", "chaos-child", "chaos-parent"})
 CHAOS_LOGS = Path(os.environ.get("DROVER_CHAOS_LOGS", "/tmp/drover-chaos-logs"))
 #: Every run must be finished this long after the last fault (and the last zombie woke).
 SETTLE_BOUND_S = 240.0
@@ -187,6 +191,8 @@ class Chaos:
                             "concurrency": {"limit": 3}},
             "chaos-child": {**SDK, "entrypoint": "tests.e2e.chaos_tasks:child",
                             "concurrency": {"limit": 2}},
+            "chaos-strict": {**SDK, "entrypoint": "tests.e2e.chaos_tasks:five_steps",
+                             "concurrency": {"limit": 2, "slotRelease": "PodGone"}},
             "chaos-parent": {**SDK, "entrypoint": "tests.e2e.chaos_tasks:parent"},
         }  # fmt: skip
         wait_for(self._default_sa, what="the chaos namespace's ServiceAccount")
@@ -206,7 +212,7 @@ class Chaos:
     def create_runs(self, round_: int) -> None:
         """A few runs before each fault (retried while the API server is down), so there is
         work in flight, and SDK runners to stop or kill, whenever a fault lands."""
-        batch = ["chaos-steps"] * 2
+        batch = ["chaos-steps"] * 2 + ["chaos-strict"]
         if round_ % 2 == 0:
             batch += ["chaos-cmd", "chaos-keyed"]
         if round_ % 4 == 0:
@@ -333,8 +339,8 @@ class Chaos:
             limits=LIMITS,
             store_phases=phases,
             store_steps=steps,
-            step_tasks={"chaos-steps"},
-            sdk_tasks={"chaos-steps", "chaos-child", "chaos-parent"},
+            step_tasks=set(STEP_TASKS),
+            sdk_tasks=set(SDK_TASKS),
             children_per_parent=2,
         )
 
@@ -367,8 +373,8 @@ def load(path: Path) -> Evidence:
         limits={k: Limit(**v) for k, v in raw["limits"].items()},
         store_phases=raw["store_phases"],
         store_steps=raw["store_steps"],
-        step_tasks={"chaos-steps"},
-        sdk_tasks={"chaos-steps", "chaos-child", "chaos-parent"},
+        step_tasks=set(STEP_TASKS),
+        sdk_tasks=set(SDK_TASKS),
         children_per_parent=raw["children_per_parent"],
     )
 

@@ -30,6 +30,8 @@ INVARIANTS = (
 class Limit:
     limit: int
     per_key: int | None = None
+    #: `slotRelease: PodGone`: pods themselves, creation to end, stay within the limit.
+    pods: bool = False
 
 
 @dataclass
@@ -113,8 +115,10 @@ def _limits(
     creation to its end (or until a newer pod of its run exists: given up as lost). An SDK
     task's slot is released when its runner reports, while the pod still tears down, so what
     must stay within the limit is its task code at work: from the pod's first ledger row to
-    its last. How far and how long pods overlapped beyond the limit anyway is measured (the
-    documented overlap), not counted as a violation."""
+    its last. A Task with `slotRelease: PodGone` holds its slot until the pod is gone, so
+    its pods themselves, from creation to end, must stay within the limit. How far and how
+    long pods overlapped beyond the limit anyway is measured (the documented overlap), not
+    counted as a violation."""
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for row in ev.rows:
@@ -128,7 +132,9 @@ def _limits(
                 continue
             for i, pod in enumerate(pods):
                 end = pod.ended_at if pod.ended_at is not None else float("inf")
-                if task in ev.sdk_tasks:
+                if limit.pods:
+                    held = (pod.seen_at, end)
+                elif task in ev.sdk_tasks:
                     held = (first.get(pod.name, 0.0), last.get(pod.name, 0.0))
                 else:
                     stop = pods[i + 1].seen_at if i + 1 < len(pods) else end

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from lightkube import Client, KubeConfig
+from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.core_v1 import Pod
 
 from drover.protocol.names import ENV_API_URL
@@ -117,18 +117,37 @@ def watching(cluster: E2ECluster, namespace: str) -> Iterator[PodWatch]:
     stop = threading.Event()
 
     def loop() -> None:
+        # A dropped watch resumes from the last event's resourceVersion, so every event in
+        # between arrives, in order; only when that is too old (410 Gone) is the namespace
+        # listed again, and pods missing from the listing ended then (overstating occupancy
+        # rather than hiding it).
+        version: str | None = None
         while not stop.is_set():
             try:
-                present: set[str] = set()
-                for pod in client.list(Pod, namespace=namespace):
-                    observed.record("ADDED", pod)
-                    present.add((pod.metadata.name or "") if pod.metadata else "")
-                observed.relisted(present)
+                if version is None:
+                    present: set[str] = set()
+                    newest = 0
+                    for pod in client.list(Pod, namespace=namespace):
+                        observed.record("ADDED", pod)
+                        assert pod.metadata is not None
+                        present.add(pod.metadata.name or "")
+                        newest = max(newest, int(pod.metadata.resourceVersion or 0))
+                    observed.relisted(present)
+                    # Events after the newest listed pod (replayed ones change nothing).
+                    version = str(newest) if newest else None
                 started.set()
-                for kind, pod in client.watch(Pod, namespace=namespace):
+                for kind, pod in client.watch(Pod, namespace=namespace, resource_version=version):
                     if stop.is_set():
                         return
                     observed.record(kind, pod)
+                    if pod.metadata is not None and pod.metadata.resourceVersion:
+                        version = pod.metadata.resourceVersion
+            except ApiError as exc:
+                if exc.status.code == 410:
+                    version = None
+                if stop.is_set():
+                    return
+                time.sleep(0.2)
             except Exception:
                 if stop.is_set():
                     return

@@ -88,6 +88,17 @@ def test_a_command_pod_holds_its_slot_until_it_ends() -> None:
     assert judge(evidence(replaced, [], sdk=False)).count("limit") == 0
 
 
+def test_a_pod_gone_task_counts_its_pods_from_creation_to_end() -> None:
+    pods = [pod("a-a1", "a", 1, 3), pod("b-a1", "b", 2, 4)]
+    rows = [row("a", "a-a1", "effect", 1.2, "s0"), row("a", "a-a1", "done", 1.9)]
+    rows += [row("b", "b-a1", "effect", 2.1, "s0"), row("b", "b-a1", "done", 3.5)]
+    strict = evidence(pods, rows)
+    strict.limits = {"t": Limit(1, pods=True)}
+    assert judge(strict).count("limit") == 1  # the documented overlap is no excuse here
+    strict.pods = [pod("a-a1", "a", 1, 2), pod("b-a1", "b", 2, 4)]  # one ends, one starts
+    assert judge(strict).count("limit") == 0
+
+
 def test_a_step_run_again_after_its_checkpoint_and_a_zombie_write_are_flagged() -> None:
     pods = [pod("a-a1", "a", 1, 5), pod("a-a2", "a", 5, 9)]
     rows = [
