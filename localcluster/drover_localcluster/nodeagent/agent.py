@@ -256,6 +256,24 @@ class NodeAgent:
             NodeStatus, name, {"status": self._node_status()}, patch_type=PatchType.MERGE
         )
 
+    async def _register_once_reachable(self) -> bool:
+        """Register, retrying while the API server is down or restarting, as the kubelet
+        does: a node restarted alongside its control plane must come back, not exit.
+        False: asked to stop first."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                await self.register()
+                return True
+            except (ApiError, httpx.HTTPError) as exc:
+                if isinstance(exc, ApiError) and exc.status.code not in (429, 500, 503, 504):
+                    raise
+                log.warning("registering node %s: %s; retrying", self.config.node_name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            delay = min(delay * 2, 5.0)
+        return False
+
     async def _lease_loop(self) -> None:
         name = self.config.node_name
         while True:
@@ -348,7 +366,8 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        await self.register()
+        if not await self._register_once_reachable():
+            return
         await self.service_proxy.start()
         runner = web.AppRunner(make_app(self.find), access_log=None)
         await runner.setup()
