@@ -37,6 +37,8 @@ from drover_localcluster.processes import MARKER_ENV
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
+#: Answers that mean "try again": the API server or its etcd restarting, or overloaded.
+TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 def _memory_bytes() -> int:
@@ -145,30 +147,53 @@ class NodeAgent:
             await self.client.create(event)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        try:
-            await self.client.patch(
-                PodStatus,
-                name,
-                {"status": status},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-            )
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise
-        return True
+        """Write the pod's status; False if the pod is gone. Retried while the API server
+        is unreachable or answers 5xx (restarting, or its etcd is), as the kubelet's status
+        manager does: a status lost to an outage would leave the pod stale for good."""
+        delay = 0.2
+        while True:
+            try:
+                await self.client.patch(
+                    PodStatus,
+                    name,
+                    {"status": status},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+                return True
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    return False
+                if exc.status.code not in TRANSIENT_CODES:
+                    raise
+                problem: Exception = exc
+            except httpx.TransportError as exc:
+                problem = exc
+            log.warning("status of pod %s/%s: %s; retrying", namespace, name, problem)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Complete a graceful deletion as the kubelet does: grace 0, only this pod's UID."""
         # lightkube's delete takes no body; the UID precondition keeps a same-named successor
         # pod safe, so this one call goes through its HTTP client directly.
         http: httpx.AsyncClient = self.client._client._client
-        response = await http.request(
-            "DELETE",
-            f"/api/v1/namespaces/{namespace}/pods/{name}",
-            json={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
-        )
+        delay = 0.2
+        while True:
+            try:
+                response = await http.request(
+                    "DELETE",
+                    f"/api/v1/namespaces/{namespace}/pods/{name}",
+                    json={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+                )
+                if response.status_code not in TRANSIENT_CODES:
+                    break
+                problem = f"{response.status_code} {response.text}"
+            except httpx.TransportError as exc:
+                problem = str(exc)
+            log.warning("deleting pod %s/%s: %s; retrying", namespace, name, problem)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         if response.status_code not in (200, 202, 404, 409):
             log.warning(
                 "deleting pod %s/%s: %s %s", namespace, name, response.status_code, response.text
@@ -266,7 +291,7 @@ class NodeAgent:
                 await self.register()
                 return True
             except (ApiError, httpx.HTTPError) as exc:
-                if isinstance(exc, ApiError) and exc.status.code not in (429, 500, 503, 504):
+                if isinstance(exc, ApiError) and exc.status.code not in TRANSIENT_CODES:
                     raise
                 log.warning("registering node %s: %s; retrying", self.config.node_name, exc)
             with contextlib.suppress(TimeoutError):
