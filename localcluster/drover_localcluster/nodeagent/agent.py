@@ -29,6 +29,7 @@ from drover_localcluster.nodeagent.images import ImageStore
 from drover_localcluster.nodeagent.logserver import make_app, ssl_context
 from drover_localcluster.nodeagent.podenv import decode_secret
 from drover_localcluster.nodeagent.podworker import PodWorker
+from drover_localcluster.nodeagent.retry import TRANSIENT_CODES, while_unreachable
 from drover_localcluster.nodeagent.serviceproxy import ApiServerProxy
 from drover_localcluster.nodeagent.status import HOST_IP
 from drover_localcluster.nodeagent.tokens import TokenManager
@@ -37,8 +38,6 @@ from drover_localcluster.processes import MARKER_ENV
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
-#: Answers that mean "try again": the API server or its etcd restarting, or overloaded.
-TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 def _memory_bytes() -> int:
@@ -103,13 +102,16 @@ class NodeAgent:
         }
 
     async def lookup(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
-        try:
+        async def read() -> dict[str, str]:
             if kind == "Secret":
                 secret = await self.client.get(Secret, name, namespace=namespace)
                 data = decode_secret(secret.data)
                 return {**data, **(secret.stringData or {})}
             config_map = await self.client.get(ConfigMap, name, namespace=namespace)
             return dict(config_map.data or {})
+
+        try:
+            return await while_unreachable(f"reading {kind} {namespace}/{name}", read)
         except ApiError as exc:
             if exc.status.code in (403, 404):
                 return None
@@ -147,53 +149,38 @@ class NodeAgent:
             await self.client.create(event)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        """Write the pod's status; False if the pod is gone. Retried while the API server
-        is unreachable or answers 5xx (restarting, or its etcd is), as the kubelet's status
-        manager does: a status lost to an outage would leave the pod stale for good."""
-        delay = 0.2
-        while True:
-            try:
-                await self.client.patch(
-                    PodStatus,
-                    name,
-                    {"status": status},
-                    namespace=namespace,
-                    patch_type=PatchType.MERGE,
-                )
-                return True
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    return False
-                if exc.status.code not in TRANSIENT_CODES:
-                    raise
-                problem: Exception = exc
-            except httpx.TransportError as exc:
-                problem = exc
-            log.warning("status of pod %s/%s: %s; retrying", namespace, name, problem)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        """Write the pod's status; False if the pod is gone."""
+
+        async def patch() -> None:
+            await self.client.patch(
+                PodStatus, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+            )
+
+        try:
+            await while_unreachable(f"status of pod {namespace}/{name}", patch)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return True
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Complete a graceful deletion as the kubelet does: grace 0, only this pod's UID."""
         # lightkube's delete takes no body; the UID precondition keeps a same-named successor
         # pod safe, so this one call goes through its HTTP client directly.
         http: httpx.AsyncClient = self.client._client._client
-        delay = 0.2
-        while True:
-            try:
-                response = await http.request(
-                    "DELETE",
-                    f"/api/v1/namespaces/{namespace}/pods/{name}",
-                    json={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
-                )
-                if response.status_code not in TRANSIENT_CODES:
-                    break
-                problem = f"{response.status_code} {response.text}"
-            except httpx.TransportError as exc:
-                problem = str(exc)
-            log.warning("deleting pod %s/%s: %s; retrying", namespace, name, problem)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+        async def delete() -> httpx.Response:
+            response = await http.request(
+                "DELETE",
+                f"/api/v1/namespaces/{namespace}/pods/{name}",
+                json={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+            )
+            if response.status_code in TRANSIENT_CODES:
+                raise httpx.TransportError(f"{response.status_code} {response.text}")
+            return response
+
+        response = await while_unreachable(f"deleting pod {namespace}/{name}", delete)
         if response.status_code not in (200, 202, 404, 409):
             log.warning(
                 "deleting pod %s/%s: %s %s", namespace, name, response.status_code, response.text
@@ -285,19 +272,17 @@ class NodeAgent:
         """Register, retrying while the API server is down or restarting, as the kubelet
         does: a node restarted alongside its control plane must come back, not exit.
         False: asked to stop first."""
-        delay = 0.2
-        while not self._stop.is_set():
-            try:
-                await self.register()
-                return True
-            except (ApiError, httpx.HTTPError) as exc:
-                if isinstance(exc, ApiError) and exc.status.code not in TRANSIENT_CODES:
-                    raise
-                log.warning("registering node %s: %s; retrying", self.config.node_name, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            delay = min(delay * 2, 5.0)
-        return False
+        registering = asyncio.ensure_future(
+            while_unreachable(f"registering node {self.config.node_name}", self.register)
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({registering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not registering.done():
+            registering.cancel()
+            return False
+        await registering
+        return True
 
     async def _lease_loop(self) -> None:
         name = self.config.node_name

@@ -22,6 +22,7 @@ from drover_localcluster.nodeagent.containers import ContainerProcess, Container
 from drover_localcluster.nodeagent.images import ImageUnpackError, PreparedImage
 from drover_localcluster.nodeagent.launch import HostLaunch, ImageLaunch
 from drover_localcluster.nodeagent.podenv import EnvError, container_argv, container_env
+from drover_localcluster.nodeagent.retry import while_unreachable
 from drover_localcluster.nodeagent.status import ContainerRecord, Terminated, pod_status
 from drover_localcluster.nodeagent.volumes import PodVolumes, VolumeError
 
@@ -134,7 +135,9 @@ class PodWorker:
         for other in pending:
             if other is not containers:
                 other.cancel()
-        if containers not in done:
+        if containers in done:
+            await containers  # a failure to start them is the worker's: the pod fails visibly
+        else:
             grace = self._grace_seconds()
             if not self.deleting.is_set():
                 self.reason = "DeadlineExceeded"
@@ -150,7 +153,10 @@ class PodWorker:
         pod is deleted meanwhile."""
         while not self.deleting.is_set():
             try:
-                return await self.agent.tokens.setup(self.pod, self.dir)
+                return await while_unreachable(
+                    f"token for pod {self.namespace}/{self.name}",
+                    lambda: self.agent.tokens.setup(self.pod, self.dir),
+                )
             except ApiError as exc:
                 message = f"requesting a ServiceAccount token failed: {exc.status.message}"
                 for record in self.main:
