@@ -130,17 +130,19 @@ RETURNING {RUN_COLUMNS}
 """
 
 # Claimed under a lease, so that one replica at a time writes a run's status (in version
-# order); a replica that dies holding leases delays those runs' status by the lease.
+# order); a replica that dies holding leases delays those runs' status by the lease. The
+# claimed ids are an array, so the update finds them by primary key (`IN (subquery)` was
+# planned as a hash join over a sequential scan of every run).
 CLAIM_UNPUSHED = f"""
 WITH claimed AS (
     UPDATE drover_runs SET push_lease_until = now() + %(lease)s::interval
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM drover_runs
         WHERE version > pushed_version
           AND (push_lease_until IS NULL OR push_lease_until < now())
         ORDER BY version - pushed_version DESC
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
     RETURNING *
 )
 SELECT {RUN_COLUMNS}, (t.name IS NOT NULL) AS task_exists, t.invalid AS task_invalid
