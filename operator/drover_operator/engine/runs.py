@@ -222,6 +222,7 @@ class Engine:
                 failed=failed,
                 parent_id=parent_id,
                 parent_name=parent_name,
+                cancel_requested=bool(spec.cancel),
             )
         )
 

@@ -54,11 +54,11 @@ INSERT_RUN = """
 INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
                          payload, tags, phase, eligible_at, expires_at, created_at,
                          reason, message, finished_at, error, scheduled_at, metadata,
-                         parent_id, parent_name)
+                         parent_id, parent_name, cancel_requested)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
         %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
         %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s,
-        %(metadata)s, %(parent_id)s, %(parent_name)s)
+        %(metadata)s, %(parent_id)s, %(parent_name)s, %(cancel_requested)s)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -216,6 +216,9 @@ class NewRun:
     #: The run that started this one (its TaskRun's owner), for child runs.
     parent_id: str | None = None
     parent_name: str | None = None
+    #: spec.cancel was already true when the TaskRun was first seen: recorded as canceling,
+    #: so admission never takes it in the moment before the close that follows.
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ class RunStore:
                     "metadata": Jsonb(run.metadata or {}),
                     "parent_id": run.parent_id,
                     "parent_name": run.parent_name,
+                    "cancel_requested": run.cancel_requested,
                 },
             )
             if cursor.rowcount == 0:
