@@ -417,7 +417,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             Row(
                 f"P5: {p5['runners']} runners × 1/s: beats answered/s",
                 f"{p5['beats_per_s']:g}",
-                f"{p5['runners']}",
+                f"offered {p5['runners']}",
             ),
             Row("P5: heartbeat API p50 (ms)", f"{p5['p50_ms']}"),
             at_most("P5: heartbeat API p99 (ms)", p5.get("p99_ms"), P99_GOAL_MS),
