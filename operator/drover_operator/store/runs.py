@@ -166,6 +166,13 @@ WHERE phase NOT IN ({_FINISHED}) AND deleted_at IS NULL AND created_at < %(befor
   AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s::text[]))
 """
 
+# Runs whose TaskRun exists, newest first: what a starting operator already knows, so that
+# replaying every TaskRun of its first listing needs no transaction per run.
+KNOWN_RUNS = f"""
+SELECT id::text AS id, phase IN ({_FINISHED}) AS finished FROM drover_runs
+WHERE deleted_at IS NULL ORDER BY created_at DESC LIMIT %s
+"""
+
 # The latest attempts of several runs at once (newest first within each run).
 RUNS_ATTEMPTS = """
 SELECT run_id, number, try_number, pod_name, state, admitted_at, started_at, finished_at,
@@ -219,6 +226,14 @@ class NewRun:
     #: spec.cancel was already true when the TaskRun was first seen: recorded as canceling,
     #: so admission never takes it in the moment before the close that follows.
     cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class KnownRun:
+    """A recorded run, and whether it is over (nothing can change it any more)."""
+
+    id: str
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -347,6 +362,11 @@ class RunStore:
     async def mark_pushed(self, run_id: str, version: int) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(MARK_PUSHED, (version, run_id))
+
+    async def known(self, limit: int) -> list[KnownRun]:
+        """Up to `limit` runs whose TaskRun exists, newest first, and whether each is over."""
+        async with self.pool.connection() as conn:
+            return await fetch_all(conn, KnownRun, KNOWN_RUNS, (limit,))
 
     async def unfinished_before(
         self, before: dt.datetime, namespaces: list[str] | None
