@@ -113,9 +113,14 @@ openapi: bootstrap  ## Generate docs/openapi.json from the run API's wire models
 
 bench: binaries  ## Benchmarks against their peers (Kubernetes Jobs, DBOS); prints figures
 	VENV=$(VENV) BOOTSTRAP_GROUPS="--group bench" scripts/bootstrap.sh
-	$(PY) -m bench.bench_operator
-	$(PY) -m bench.bench_steps
-	$(PY) -m bench.bench_triggers
+	rm -rf .bench
+	-$(PY) -m bench.bench_operator
+	-$(PY) -m bench.bench_steps
+	-$(PY) -m bench.bench_triggers
+	-$(PY) -m bench.bench_workflows
+	-$(PY) -m bench.bench_scale
+	-$(PY) -m bench.bench_heartbeats
+	$(PY) -m bench.summary
 
 clean: cluster-down  ## Remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) $(CLUSTER_DIR)

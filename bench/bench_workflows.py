@@ -49,6 +49,7 @@ from bench.harness import (
     percentile,
     wait_until,
 )
+from bench.summary import Row, record
 from drover_localcluster.cluster import LocalCluster
 
 EXECUTION_LABEL = "drover.dev/execution"
@@ -269,6 +270,21 @@ def _print(
         for key, value in cost.items():
             print(f"- {key}: {value}")
     print("\n" + json.dumps({"latency": results, "cost": cost}))
+    rows = [
+        Row(f"{name}: wake → pod p50 (s)", median_spread([t["p50 s"] for t in trials], 2))
+        for name, trials in results.items()
+        if trials
+    ]
+    if cost is not None:
+        rows.append(
+            Row(
+                f"{cost['suspended runs']} suspended runs: pods held / RSS after (MiB)",
+                f"{cost['pods held']} / {cost['operator RSS after MiB']}",
+                "0 pods",
+                cost["pods held"] == 0,
+            )
+        )
+    record("workflows", rows, "durable etcd and Postgres")
 
 
 def main(argv: list[str] | None = None) -> int:

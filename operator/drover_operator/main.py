@@ -104,6 +104,7 @@ async def _serve(settings: OperatorSettings, store: Store, client: AsyncClient) 
         ),
     )
     engine = Engine(settings, store, lifecycle, converger)
+    await engine.remember_known_runs()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -104,6 +104,53 @@ def test_admit_takes_free_slots_by_priority_then_age_and_per_key(with_store: Run
     with_store(scenario)
 
 
+def test_a_run_recorded_canceling_is_never_admitted(with_store: Runner[Any]) -> None:
+    """A TaskRun created with spec.cancel: the close that follows its recording could come
+    after an admission pass (found by bench_scale: such runs Succeeded); recorded as
+    canceling, it is never a candidate, and the close then ends it Canceled."""
+
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        canceling = await add_run(store, "canceling", cancel_requested=True)
+        plain = await add_run(store, "plain", created_at=NOW + dt.timedelta(seconds=1))
+        admitted = await store.admission.admit("ns", "t", POLICY)
+        assert [a.run_id for a in admitted] == [plain]
+        assert (await run_row(store, canceling))["phase"] == "Queued"
+        closed = await store.runs.close(
+            canceling, reason="Canceled", message="spec.cancel is true", deleted=False
+        )
+        assert closed is not None and closed.attempt is None
+        assert (await run_row(store, canceling))["phase"] == "Canceled"
+
+    with_store(scenario)
+
+
+def test_known_runs_are_those_whose_taskrun_exists_newest_first(
+    with_store: Runner[Any],
+) -> None:
+    """What a starting operator remembers, so that replaying the TaskRuns of its first
+    listing asks the store nothing: every recorded run (newest first, up to a limit), and
+    whether it is over; runs whose TaskRun is gone are left out."""
+
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        ids = [
+            await add_run(store, f"r{i}", created_at=NOW + dt.timedelta(seconds=i))
+            for i in range(4)
+        ]
+        await store.runs.close(ids[1], reason="Canceled", message="m", deleted=False)
+        await store.runs.close(ids[2], reason="Deleted", message="m", deleted=True)
+        known = await store.runs.known(10)
+        assert [(k.id, k.finished) for k in known] == [
+            (ids[3], False),
+            (ids[1], True),
+            (ids[0], False),
+        ]
+        assert [k.id for k in await store.runs.known(1)] == [ids[3]]
+
+    with_store(scenario)
+
+
 def test_start_marks_the_attempt_running_with_its_deadline(with_store: Runner[Any]) -> None:
     async def scenario(store: Store) -> None:
         await add_task(store, timeouts={"maxDuration": "90s"})

@@ -114,10 +114,23 @@ class Engine:
         self._seen_running = Recent()
         self._seen_finished = Recent()
         self._recorded = Recent()
+        # Runs known to be over: spec.cancel on them needs no close.
+        self._over = Recent()
         # Each Task's (uid, generation, spec: None when invalid) as last stored: events that
         # change no generation (our own status patches) are skipped, and recording a run
         # reads its Task's spec from here instead of Postgres.
         self._tasks: dict[tuple[str, str], tuple[str, int, TaskSpec | None]] = {}
+
+    async def remember_known_runs(self) -> int:
+        """Before the first listing: the runs already recorded, and those already over, so
+        that replaying a cluster's TaskRuns after a restart asks the store nothing about
+        them (with 10,000 TaskRuns that was a transaction each before any new run's turn)."""
+        known = await self.store.runs.known(self._recorded.size)
+        for run in reversed(known):  # oldest first: the newest are forgotten last
+            self._recorded.add(run.id)
+            if run.finished:
+                self._over.add(run.id)
+        return len(known)
 
     def wake(self, _payload: str = "") -> None:
         self._wake.set()
@@ -173,10 +186,12 @@ class Engine:
                 self.wake()
             self._recorded.add(uid)
         cancel = bool((body.get("spec") or {}).get("cancel"))
-        if cancel and await self.lifecycle.close(
-            uid, reason="Canceled", message="spec.cancel is true", deleted=False
-        ):
-            self.wake()
+        if cancel and uid not in self._over:
+            if await self.lifecycle.close(
+                uid, reason="Canceled", message="spec.cancel is true", deleted=False
+            ):
+                self.wake()
+            self._over.add(uid)  # canceled now, or over already
 
     async def on_taskrun_deleted(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -187,6 +202,7 @@ class Engine:
         await self.converge.pods.stop()
         await self.converge.finalizers.remove(body)
         self._recorded.discard(meta["uid"])
+        self._over.discard(meta["uid"])
 
     async def _record(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
@@ -222,6 +238,7 @@ class Engine:
                 failed=failed,
                 parent_id=parent_id,
                 parent_name=parent_name,
+                cancel_requested=bool(spec.cancel),
             )
         )
 

@@ -31,10 +31,13 @@ WHERE (phase = 'Succeeded' AND newer > %(keep_succeeded)s)
 LIMIT %(limit)s
 """
 
+# The runs as an array of ids, found by primary key (a join was planned as a sequential scan
+# of every run, finished or not).
 RUNS_WITH_PODS_LEFT = """
-SELECT DISTINCT r.id, r.namespace, r.name FROM drover_attempts a
-JOIN drover_runs r ON r.id = a.run_id
-WHERE a.pod_created AND NOT a.pod_removed AND NOT a.active
+SELECT r.id, r.namespace, r.name FROM drover_runs r
+WHERE r.id = ANY(ARRAY(
+    SELECT a.run_id FROM drover_attempts a
+    WHERE a.pod_created AND NOT a.pod_removed AND NOT a.active))
   AND r.finished_at <= now() - %s::interval
 LIMIT %s
 """

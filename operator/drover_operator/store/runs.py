@@ -54,11 +54,11 @@ INSERT_RUN = """
 INSERT INTO drover_runs (id, namespace, name, task, generation, concurrency_key, priority,
                          payload, tags, phase, eligible_at, expires_at, created_at,
                          reason, message, finished_at, error, scheduled_at, metadata,
-                         parent_id, parent_name)
+                         parent_id, parent_name, cancel_requested)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency_key)s,
         %(priority)s, %(payload)s, %(tags)s, %(phase)s, %(eligible_at)s, %(expires_at)s,
         %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s,
-        %(metadata)s, %(parent_id)s, %(parent_name)s)
+        %(metadata)s, %(parent_id)s, %(parent_name)s, %(cancel_requested)s)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -130,17 +130,19 @@ RETURNING {RUN_COLUMNS}
 """
 
 # Claimed under a lease, so that one replica at a time writes a run's status (in version
-# order); a replica that dies holding leases delays those runs' status by the lease.
+# order); a replica that dies holding leases delays those runs' status by the lease. The
+# claimed ids are an array, so the update finds them by primary key (`IN (subquery)` was
+# planned as a hash join over a sequential scan of every run).
 CLAIM_UNPUSHED = f"""
 WITH claimed AS (
     UPDATE drover_runs SET push_lease_until = now() + %(lease)s::interval
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM drover_runs
         WHERE version > pushed_version
           AND (push_lease_until IS NULL OR push_lease_until < now())
         ORDER BY version - pushed_version DESC
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
     RETURNING *
 )
 SELECT {RUN_COLUMNS}, (t.name IS NOT NULL) AS task_exists, t.invalid AS task_invalid
@@ -162,6 +164,13 @@ UNFINISHED_BEFORE = f"""
 SELECT id, namespace, name FROM drover_runs
 WHERE phase NOT IN ({_FINISHED}) AND deleted_at IS NULL AND created_at < %(before)s
   AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s::text[]))
+"""
+
+# Runs whose TaskRun exists, newest first: what a starting operator already knows, so that
+# replaying every TaskRun of its first listing needs no transaction per run.
+KNOWN_RUNS = f"""
+SELECT id::text AS id, phase IN ({_FINISHED}) AS finished FROM drover_runs
+WHERE deleted_at IS NULL ORDER BY created_at DESC LIMIT %s
 """
 
 # The latest attempts of several runs at once (newest first within each run).
@@ -214,6 +223,17 @@ class NewRun:
     #: The run that started this one (its TaskRun's owner), for child runs.
     parent_id: str | None = None
     parent_name: str | None = None
+    #: spec.cancel was already true when the TaskRun was first seen: recorded as canceling,
+    #: so admission never takes it in the moment before the close that follows.
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class KnownRun:
+    """A recorded run, and whether it is over (nothing can change it any more)."""
+
+    id: str
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -262,6 +282,7 @@ class RunStore:
                     "metadata": Jsonb(run.metadata or {}),
                     "parent_id": run.parent_id,
                     "parent_name": run.parent_name,
+                    "cancel_requested": run.cancel_requested,
                 },
             )
             if cursor.rowcount == 0:
@@ -341,6 +362,11 @@ class RunStore:
     async def mark_pushed(self, run_id: str, version: int) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(MARK_PUSHED, (version, run_id))
+
+    async def known(self, limit: int) -> list[KnownRun]:
+        """Up to `limit` runs whose TaskRun exists, newest first, and whether each is over."""
+        async with self.pool.connection() as conn:
+            return await fetch_all(conn, KnownRun, KNOWN_RUNS, (limit,))
 
     async def unfinished_before(
         self, before: dt.datetime, namespaces: list[str] | None

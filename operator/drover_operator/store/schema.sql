@@ -356,8 +356,15 @@ END $$;
 CREATE TRIGGER drover_logs_written AFTER INSERT ON drover_logs
     REFERENCING NEW TABLE AS new_lines
     FOR EACH STATEMENT EXECUTE FUNCTION drover_notify_logs();
+-- Unfinished runs in creation order (migration 0010): what the vanished-runs check lists
+-- against a TaskRun listing. Without it that query read every run, finished or not (issue 18,
+-- tests/store/test_hot_queries.py). The phase list is `FINISHED_PHASES`, sorted, as the
+-- query spells it, so that Postgres can prove the query's condition implies the index's.
+CREATE INDEX drover_runs_unfinished ON drover_runs (created_at)
+    WHERE deleted_at IS NULL
+      AND phase NOT IN ('Canceled', 'Expired', 'Failed', 'Succeeded', 'TimedOut');
 
--- concurrency.slotRelease: PodGone (migration 0010). An attempt of such a Task keeps its slot
+-- concurrency.slotRelease: PodGone (migration 0011). An attempt of such a Task keeps its slot
 -- after it ends, until its pod is seen terminated or deleted: `holds_pod` until then.
 -- Admission counts `active OR holds_pod`; the release sweep reads the ended ones.
 ALTER TABLE drover_attempts ADD COLUMN holds_pod boolean NOT NULL DEFAULT false;
