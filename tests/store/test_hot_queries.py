@@ -24,6 +24,7 @@ from drover_operator.store.attempts import (
     DUE_DEADLINES,
     DUE_PENDING,
     DUE_STALLS,
+    HELD_SLOTS,
     PODS_TO_CREATE,
     PODS_TO_STOP,
 )
@@ -135,6 +136,7 @@ def _hot_queries(queued: dict[str, Any], running: dict[str, Any]) -> dict[str, t
         "loop: stalls (heartbeats)": (DUE_STALLS, (50,)),
         "loop: maxDuration deadlines": (DUE_DEADLINES, (50,)),
         "history: pods left": (RUNS_WITH_PODS_LEFT, ("1 minute", 50)),
+        "slots held for gone pods (slotRelease: PodGone)": (HELD_SLOTS, ("10 seconds", 50)),
         "vanished: unfinished runs, all namespaces": (
             UNFINISHED_BEFORE,
             {"before": now, "namespaces": None},
