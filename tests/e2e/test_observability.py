@@ -119,7 +119,9 @@ def test_a_runs_trace_metrics_and_json_logs(
     tmp_path: Path,
 ) -> None:
     c = cluster.client
-    sdk_task(cluster, namespace, "order", "three_steps")
+    # One attempt is the trace this test reads: a heartbeat timeout a loaded machine cannot
+    # trip (the runner's default 3 s here made a stall, and a second attempt, possible).
+    sdk_task(cluster, namespace, "order", "three_steps", timeouts={"heartbeat": "120s"})
     uid = run(c, namespace, "order-1", "order", payload={"dir": str(tmp_path)})
     assert wait_phase(c, namespace, "order-1", "Succeeded", "Failed")["phase"] == "Succeeded"
 
