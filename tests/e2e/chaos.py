@@ -218,18 +218,21 @@ class Chaos:
         if round_ % 4 == 0:
             batch += ["chaos-parent"]
         for task in batch:
-            i = self.created[task]
-            self.created[task] += 1
-            spec: dict[str, Any] = {
-                "taskRef": {"name": task},
-                "payload": {"dir": str(self.directory)},
-                "delay": f"{self.rng.uniform(0, 3):.1f}s",
-            }
-            if task == "chaos-keyed":
-                spec["concurrencyKey"] = f"k{i % 3}"
-            meta = ObjectMeta(name=f"{task.removeprefix('chaos-')}-{i:03d}", namespace=NAMESPACE)
-            run = TaskRunResource(metadata=meta, spec=spec)
-            retrying(functools.partial(self.cluster.client.create, run), f"creating {meta.name}")
+            self._create(task)
+
+    def _create(self, task: str) -> None:
+        i = self.created[task]
+        self.created[task] += 1
+        spec: dict[str, Any] = {
+            "taskRef": {"name": task},
+            "payload": {"dir": str(self.directory)},
+            "delay": f"{self.rng.uniform(0, 3):.1f}s",
+        }
+        if task == "chaos-keyed":
+            spec["concurrencyKey"] = f"k{i % 3}"
+        meta = ObjectMeta(name=f"{task.removeprefix('chaos-')}-{i:03d}", namespace=NAMESPACE)
+        run = TaskRunResource(metadata=meta, spec=spec)
+        retrying(functools.partial(self.cluster.client.create, run), f"creating {meta.name}")
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class Chaos:
             self.create_runs(round_)
             time.sleep(self.rng.uniform(0.5, 3.0))
             if not self.inject(kind):
-                self.notes.append(f"{kind}: no runner alive within 60s, not injected")
+                self.notes.append(f"{kind}: no runner alive within 3 minutes, not injected")
                 continue
             self.faults[kind] += 1
         for due, pid in sorted(self.stopped):
@@ -268,9 +271,15 @@ class Chaos:
             time.sleep(pause)
             faults.restart(local, component)
         else:
-            try:
-                runners = wait_for(self._runners, timeout=60, interval=0.2, what="a runner")
-            except AssertionError:
+            runners: list[int] = []
+            for _ in range(3):
+                try:
+                    runners = wait_for(self._runners, timeout=60, interval=0.2, what="a runner")
+                    break
+                except AssertionError:
+                    # Every runner finished before one could be hit: start another.
+                    self._create("chaos-steps")
+            if not runners:
                 return False
             pid = self.rng.choice(runners)
             if kind == "runner-kill":
