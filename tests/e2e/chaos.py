@@ -43,7 +43,15 @@ from drover_localcluster.processes import marked_pids
 from drover_operator.kube import TaskResource, TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, private_directory, wait_for
 from tests.e2e import ledger
-from tests.e2e.chaos_checks import INVARIANTS, Evidence, Limit, RunView, Verdict, judge
+from tests.e2e.chaos_checks import (
+    HEARTBEAT_S,
+    INVARIANTS,
+    Evidence,
+    Limit,
+    RunView,
+    Verdict,
+    judge,
+)
 from tests.e2e.ledger import Row
 from tests.e2e.operator_support import OperatorProcess
 from tests.e2e.podwatch import PodLife, PodWatch, watching
@@ -61,7 +69,7 @@ KINDS = (
 )
 SDK = {
     "image": "busybox",
-    "timeouts": {"heartbeat": "5s"},
+    "timeouts": {"heartbeat": f"{HEARTBEAT_S:g}s"},
     "retry": {"maxAttempts": 30, "minDelay": "1s", "maxDelay": "3s"},
 }
 LIMITS = {

@@ -26,6 +26,10 @@ INVARIANTS = (
 )
 
 
+#: The chaos SDK Tasks' `timeouts.heartbeat`: a runner silent longer is stalled, its slot freed.
+HEARTBEAT_S = 5.0
+
+
 @dataclass(frozen=True)
 class Limit:
     limit: int
@@ -119,11 +123,7 @@ def _limits(
     its pods themselves, from creation to end, must stay within the limit. How far and how
     long pods overlapped beyond the limit anyway is measured (the documented overlap), not
     counted as a violation."""
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for row in ev.rows:
-        first[row.pod] = min(first.get(row.pod, row.at), row.at)
-        last[row.pod] = max(last.get(row.pod, row.at), row.at)
+    first, last = _work_spans(ev.rows)
     for task, limit in ev.limits.items():
         groups: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = defaultdict(list)
         for run_name, pods in pods_of.items():
@@ -151,6 +151,27 @@ def _limits(
             existing = _peak([lived for _, lived in lives], cap)
             out.teardown_peak_over = max(out.teardown_peak_over, existing[0] - cap)
             out.teardown_seconds_over = max(out.teardown_seconds_over, existing[1])
+
+
+def _work_spans(rows: list[Row]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each pod's task code at work: from its first ledger row to its last row before a
+    silence longer than the heartbeat timeout. Past that, Drover has (by design) found it
+    stalled and given its slot to another run; a frozen runner that wakes and writes again is
+    a zombie, judged by the zombie-write invariant (one in-flight row allowed), not here."""
+    by_pod: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_pod[row.pod].append(row.at)
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for pod, times in by_pod.items():
+        times.sort()
+        first[pod] = end = times[0]
+        for at in times[1:]:
+            if at - end > HEARTBEAT_S:
+                break
+            end = at
+        last[pod] = end
+    return first, last
 
 
 def _peak(intervals: list[tuple[float, float]], cap: int = 0) -> tuple[int, float]:

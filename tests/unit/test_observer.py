@@ -81,6 +81,21 @@ def test_an_sdk_pod_tearing_down_after_its_work_is_the_documented_overlap() -> N
     assert judge(evidence(pods, working)).count("limit") == 1
 
 
+def test_a_frozen_runner_holds_no_slot_past_its_stall_but_its_work_before_does() -> None:
+    # a-a1 is frozen at 1.5 for longer than the heartbeat timeout; b-a1 takes the slot it
+    # gave up; a-a1 wakes at 9 and finishes its in-flight step (a zombie's one row).
+    pods = [pod("a-a1", "a", 1, 9.5), pod("b-a1", "b", 7, 10)]
+    rows = [row("a", "a-a1", "effect", 1.2, "s0"), row("a", "a-a1", "effect", 1.5, "s1")]
+    rows += [row("b", "b-a1", "effect", 7.5, "s0"), row("a", "a-a1", "effect", 9.0, "s2")]
+    rows += [row("b", "b-a1", "done", 9.6)]
+    assert judge(evidence(pods, rows)).count("limit") == 0
+    # Working on, without a stall-long silence, while b-a1 works: over the limit.
+    busy = [r for r in rows if r.pod != "a-a1"] + [
+        row("a", "a-a1", "effect", at, f"s{i}") for i, at in enumerate((3, 6, 7.8))
+    ]
+    assert judge(evidence(pods, busy)).count("limit") == 1
+
+
 def test_a_command_pod_holds_its_slot_until_it_ends() -> None:
     pods = [pod("a-a1", "a", 1, 3), pod("b-a1", "b", 2, 4)]
     assert judge(evidence(pods, [], sdk=False)).count("limit") == 1
