@@ -11,17 +11,14 @@ attempt ended has landed before its absence frees the slot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import logging
 from collections.abc import Callable
 
 from drover.protocol.names import LABEL_RUN_UID
 from drover_operator.converge import Converger
+from drover_operator.engine.periodic import every
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
-
-log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = dt.timedelta(seconds=5)
 SETTLED = dt.timedelta(seconds=10)
@@ -45,15 +42,7 @@ class HeldSlots:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("looking for slots held by gone pods failed; retrying")
-            # asyncio.timeout, not wait_for: no task of its own for kopf to cancel.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval.total_seconds()):
-                    await stop.wait()
+        await every(self.interval, stop, self.sweep, "looking for slots held by gone pods")
 
     async def sweep(self) -> int:
         """Free the slots of gone pods; returns how many were freed."""

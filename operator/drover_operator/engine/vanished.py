@@ -11,13 +11,13 @@ from it, and then also from a direct read, is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
 
 from drover_operator.converge import Converger
 from drover_operator.engine.lifecycle import RunLifecycle
+from drover_operator.engine.periodic import every
 from drover_operator.settings import OperatorSettings
 from drover_operator.store import Store
 
@@ -47,16 +47,7 @@ class VanishedRuns:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("looking for deleted TaskRuns failed; retrying")
-            # asyncio.timeout, not wait_for: no task of its own, which kopf would take for
-            # one of its handlers' and cancel when it stops.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval.total_seconds()):
-                    await stop.wait()
+        await every(self.interval, stop, self.sweep, "looking for deleted TaskRuns")
 
     async def sweep(self) -> int:
         """Close what vanished; returns how many runs were closed."""
