@@ -8,12 +8,14 @@ from pathlib import Path
 import yaml
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
+from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import ServiceAccount, ServiceAccountToken
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
-from tests.conftest import E2ECluster
+from tests.conftest import E2ECluster, wait_for
 
 
 def rule(group: str, resources: list[str], verbs: list[str]) -> PolicyRule:
@@ -45,6 +47,37 @@ def grant(
             subjects=[Subject(kind="ServiceAccount", name=account, namespace=namespace)],
         )
     )
+    # The API server's authorizer learns of a new binding from a watch, a moment later: a
+    # request made at once could still be refused. Wait until it allows every rule.
+    for granted in rules:
+        for group in granted.apiGroups or [""]:
+            for resource in granted.resources or []:
+                for verb in granted.verbs:
+
+                    def effective(g: str = group, r: str = resource, v: str = verb) -> bool:
+                        return allowed(cluster, namespace, account, g, r, v)
+
+                    wait_for(effective, what=f"{account} allowed to {verb} {resource}")
+
+
+def allowed(
+    cluster: E2ECluster, namespace: str, account: str, group: str, resource: str, verb: str
+) -> bool:
+    """Whether the API server's authorizer lets the ServiceAccount `verb` `resource` now."""
+    resource, _, sub = resource.partition("/")
+    review = cluster.client.create(
+        SubjectAccessReview(
+            spec=SubjectAccessReviewSpec(
+                user=f"system:serviceaccount:{namespace}:{account}",
+                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                resourceAttributes=ResourceAttributes(
+                    namespace=namespace, verb=verb, group=group, resource=resource,
+                    subresource=sub or None,
+                ),
+            )
+        )
+    )  # fmt: skip
+    return bool(review.status and review.status.allowed)
 
 
 def token(cluster: E2ECluster, namespace: str, account: str) -> str:

@@ -154,11 +154,19 @@ def status(client: Client, namespace: str, name: str) -> dict[str, Any]:
 def wait_phase(
     client: Client, namespace: str, name: str, *phases: str, timeout: float = 120
 ) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        current = status(client, namespace, name)
-        return current if current.get("phase") in phases else None
+    last: dict[str, Any] = {}
 
-    return wait_for(reached, timeout=timeout, what=f"TaskRun {name} in {phases}")
+    def reached() -> dict[str, Any] | None:
+        nonlocal last
+        last = status(client, namespace, name)
+        return last if last.get("phase") in phases else None
+
+    try:
+        return wait_for(reached, timeout=timeout, what=f"TaskRun {name} in {phases}")
+    except AssertionError as exc:
+        # Say where the run stopped: a hang and a run that ended otherwise read differently.
+        seen = {k: last.get(k) for k in ("phase", "reason", "message", "attempt") if k in last}
+        raise AssertionError(f"{exc}; its status was {seen or 'empty'}") from None
 
 
 def wait_all(

@@ -6,6 +6,7 @@ operator pods."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from lightkube import ApiError
 from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
@@ -83,6 +85,13 @@ def helm(
     path.write_text(json.dumps(values))
     h = Helm(cluster, namespace, path)
     yield h
+    # The chart's operators log to their containers: keep those logs with the cluster's,
+    # which a failed run copies somewhere that outlives it.
+    for pod in h.pods():
+        name = pod["metadata"]["name"]
+        with contextlib.suppress(ApiError, httpx2.HTTPError):
+            text = "".join(cluster.client.log(name, namespace=namespace, newlines=True))
+            (cluster.local.directory / "logs" / f"helm-{namespace}-{name}.log").write_text(text)
     h("uninstall", RELEASE, "--ignore-not-found", check=False)
 
 

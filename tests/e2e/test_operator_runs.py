@@ -193,6 +193,22 @@ def test_cancel_stops_the_pod_and_frees_the_slot(
     assert watch.peak({LABEL_TASK: "one-at-a-time"}) <= 2
 
 
+def test_a_taskrun_created_canceled_ends_canceled_without_a_pod(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """`spec.cancel: true` already when the operator first sees the TaskRun (a cancel that
+    came before the operator's watch did): the run is never admitted, and ends Canceled."""
+    c = cluster.client
+    task(c, namespace, "quick", {"image": "busybox", "command": ["true"]})
+    with watching(cluster, namespace) as watch:
+        run(c, namespace, "never", "quick", cancel=True)
+        st = wait_phase(c, namespace, "never", "Canceled")
+        run(c, namespace, "after", "quick")  # the operator has seen everything before it
+        wait_phase(c, namespace, "after", "Succeeded")
+        assert not watch.matching(**{LABEL_RUN: "never"})
+    assert st["conditions"][0]["reason"] == "Canceled"
+
+
 def test_deleting_a_taskrun_removes_its_pod_and_closes_its_record(
     cluster: E2ECluster, namespace: str, operator: OperatorProcess
 ) -> None:
