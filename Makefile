@@ -10,7 +10,8 @@ CLUSTER_DIR ?= .cluster
 # Tests run in parallel (pytest-xdist): they share one cluster and one Postgres, and each
 # isolates itself with a namespace and a database of its own. Files go out in collection
 # order, which puts the slowest first (tests/conftest.py), not xdist's order by test count.
-TEST_WORKERS ?= 4
+# Two workers on two cores: with four, tests starved of CPU ran past their hang-stops.
+TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 help:  ## List the targets

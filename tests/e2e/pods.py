@@ -49,12 +49,21 @@ def get(client: Client, namespace: str, name: str) -> Pod:
 
 
 def wait_phase(client: Client, namespace: str, name: str, *phases: str, timeout: float = 90) -> Pod:
+    last: Pod | None = None
+
     def reached() -> Pod | None:
-        current = get(client, namespace, name)
+        nonlocal last
+        last = current = get(client, namespace, name)
         assert current.status is not None
         return current if current.status.phase in phases else None
 
-    return wait_for(reached, timeout=timeout, what=f"pod {name} in {phases}")
+    try:
+        return wait_for(reached, timeout=timeout, what=f"pod {name} in {phases}")
+    except AssertionError as exc:
+        # Say where the pod stopped: unbound, waiting for a container, or running on.
+        status = last.status.to_dict() if last is not None and last.status else {}
+        node = last.spec.nodeName if last is not None and last.spec else None
+        raise AssertionError(f"{exc}; on node {node}, its status was {status}") from None
 
 
 def wait_gone(client: Client, namespace: str, name: str, timeout: float = 60) -> None:
