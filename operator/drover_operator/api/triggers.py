@@ -32,10 +32,19 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, refused (413) past `limit` bytes without reading more than that."""
     if request.content_length is not None and request.content_length > limit:
         raise ProblemError(413, "too-large", f"the body is over {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
+    # `read(n)` returns what has arrived so far, up to n: a body sent in pieces (chunked, or
+    # slow) is read to its end, or one byte past the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise ProblemError(413, "too-large", f"the body is over {limit} bytes")
-    return raw
+    return b"".join(chunks)
 
 
 async def read_json(request: web.Request, limit: int) -> Any:

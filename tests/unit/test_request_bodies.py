@@ -1,0 +1,57 @@
+"""Request bodies over real HTTP on localhost: a body that arrives in pieces is read whole
+(a short read once answered a valid body with 400 "not JSON"), and one past the limit is
+refused with 413 however it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from drover_operator.api.errors import problems
+from drover_operator.api.triggers import read_json
+
+LIMIT = 256 * 1024
+
+
+def _app() -> web.Application:
+    app = web.Application(middlewares=[problems])
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await read_json(request, LIMIT)
+        return web.json_response({"size": len(json.dumps(body))})
+
+    app.router.add_post("/", echo)
+    return app
+
+
+async def _in_pieces(data: bytes, piece: int) -> AsyncIterator[bytes]:
+    """The body sent chunked, a piece at a time, each after the server read the last."""
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+        await asyncio.sleep(0)  # let the server read what has arrived: a short read
+
+
+async def _post(data: bytes, piece: int | None) -> tuple[int, dict[str, object]]:
+    async with TestClient(TestServer(_app())) as client:
+        body = data if piece is None else _in_pieces(data, piece)
+        response = await client.post("/", data=body, headers={"Content-Type": "application/json"})
+        return response.status, await response.json()
+
+
+def test_a_body_sent_in_pieces_is_read_whole() -> None:
+    data = json.dumps({"data": "x" * (LIMIT - 100)}).encode()
+    assert len(data) <= LIMIT
+    status, answer = asyncio.run(_post(data, piece=1000))
+    assert (status, answer) == (200, {"size": len(data)})
+
+
+def test_a_body_past_the_limit_is_413_whole_or_in_pieces() -> None:
+    data = json.dumps({"data": "x" * LIMIT}).encode()
+    for piece in (None, 1000):
+        status, answer = asyncio.run(_post(data, piece))
+        assert status == 413, (piece, answer)
+        assert str(answer["type"]).endswith("too-large"), answer
