@@ -282,7 +282,9 @@ def check_user_roles(cluster: E2ECluster, namespace: str, tmp_path: Path) -> Non
         assert raised.value.status.code == code, raised.value.status
         return str(raised.value.status.message)
 
-    command = {"image": "busybox", "command": ["true"]}
+    # A run that never ends by itself: the cancel below must find it still running (a quick
+    # run could succeed first, and a finished run is not canceled).
+    command = {"image": "busybox", "command": ["sleep", "600"]}
     task(author, namespace, "authored", command)
     refused(lambda: run(author, namespace, "by-author", "authored"))
     refused(lambda: task(trigger, namespace, "by-trigger", command))
