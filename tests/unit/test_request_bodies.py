@@ -1,6 +1,7 @@
 """Request bodies over real HTTP on localhost: a body that arrives in pieces is read whole
-(a short read once answered a valid body with 400 "not JSON"), and one past the limit is
-refused with 413 however it arrives."""
+(a short read once answered a valid body with 400 "not JSON"), one past the limit is refused
+with 413 however it arrives, and one Postgres could not store with 422. Names from URLs that
+no TaskRun can have are not found without a request to the API server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from drover_operator.api.errors import problems
 from drover_operator.api.triggers import read_json
+from drover_operator.converge.taskruns import TaskRunWriter
 
 LIMIT = 256 * 1024
 
@@ -55,3 +57,27 @@ def test_a_body_past_the_limit_is_413_whole_or_in_pieces() -> None:
         status, answer = asyncio.run(_post(data, piece))
         assert status == 413, (piece, answer)
         assert str(answer["type"]).endswith("too-large"), answer
+
+
+def test_a_nul_character_anywhere_is_422_before_anything_is_created() -> None:
+    """Postgres cannot store `\\u0000` in JSON: refused at the door, never a TaskRun the
+    operator could not record (a fuzzer found one retried forever)."""
+    for body in ({"payload": {"k\u0000": 1}}, {"payload": ["a", {"b": "c\u0000"}]}):
+        status, answer = asyncio.run(_post(json.dumps(body).encode(), None))
+        assert status == 422 and "NUL" in str(answer["message"]), answer
+    # The six characters `\u0000` as text are fine.
+    text = json.dumps({"payload": "\\u0000"}).encode()
+    assert asyncio.run(_post(text, None))[0] == 200
+
+
+def test_a_name_no_taskrun_can_have_is_not_found_without_asking_the_api_server() -> None:
+    """Names come from URLs: one with control characters is not even a valid request URL."""
+
+    class NoClient:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the API server was asked ({name})")
+
+    writer = TaskRunWriter(NoClient())  # type: ignore[arg-type]
+    for namespace, name in [("ns", "³\x1d"), ("ns", "UPPER"), ("ns", "a" * 254), ("N S", "r")]:
+        assert asyncio.run(writer.get_run(namespace, name)) is None
+        assert asyncio.run(writer.uid_of(namespace, name)) is None

@@ -15,7 +15,7 @@ from drover.protocol.runs import MAX_PAYLOAD_BYTES, TriggerRequest
 from drover_operator.api.errors import ProblemError
 from drover_operator.api.limits import LIMITS
 from drover_operator.api.state import STORE, TRIGGERS
-from drover_operator.api.triggers import read_body, started_view
+from drover_operator.api.triggers import read_body, started_view, storable
 from drover_operator.domain.triggers import LABEL_WEBHOOK
 from drover_operator.domain.webhooks import SIGNATURE_HEADERS, valid
 
@@ -35,7 +35,7 @@ async def hook(request: web.Request) -> web.Response:
             f"{SIGNATURE_HEADERS[0]} must be sha256=<hex HMAC-SHA256 of the body> under the"
             " Task's webhook key",
         )
-    payload = json.loads(raw) if raw else None
+    payload = storable(json.loads(raw)) if raw else None
     body = TriggerRequest(
         payload=payload, idempotency_key=request.headers.get(webhook.idempotency_header) or None
     )

@@ -49,7 +49,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 async def read_json(request: web.Request, limit: int) -> Any:
     raw = await read_body(request, limit)
-    return json.loads(raw) if raw else None
+    return storable(json.loads(raw)) if raw else None
+
+
+def storable(value: Any) -> Any:
+    """`value`, refused (422) if Postgres could not store it: a NUL character (`\\u0000`) in
+    any string or key. Caught here, before a TaskRun exists: a TaskRun whose payload the
+    operator cannot record would never run."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ProblemError(
+                    422, "invalid-body", "the body contains a NUL character (\\u0000)"
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
 
 
 def _payload_size(payload: Any, where: str = "payload") -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from enum import Enum
 from typing import Any
 
@@ -27,6 +28,20 @@ from drover_operator.domain.records import RunRef, ScheduledRun
 from drover_operator.kube import NETWORK_ERRORS, TaskResource, TaskRunResource
 
 log = logging.getLogger(__name__)
+
+# A Kubernetes object name (DNS-1123 subdomain) and namespace (label). A name from a URL that
+# is neither cannot exist, and some (control characters) are not even a valid request URL.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _could_exist(namespace: str, name: str) -> bool:
+    return (
+        len(name) <= 253
+        and _SUBDOMAIN.fullmatch(name) is not None
+        and len(namespace) <= 63
+        and _LABEL.fullmatch(namespace) is not None
+    )
 
 
 class Result(Enum):
@@ -156,6 +171,8 @@ class TaskRunWriter:
 
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A TaskRun as the API server has it; None if there is none."""
+        if not _could_exist(namespace, name):
+            return None
         try:
             found = await self.client.get(TaskRunResource, name, namespace=namespace)
         except ApiError as exc:
@@ -168,6 +185,8 @@ class TaskRunWriter:
     async def uid_of(self, namespace: str, name: str) -> str | None:
         """The UID of the TaskRun `name`; None if there is none. Raises when the API server
         does not answer."""
+        if not _could_exist(namespace, name):
+            return None
         try:
             found = await self.client.get(TaskRunResource, name, namespace=namespace)
         except ApiError as exc:
