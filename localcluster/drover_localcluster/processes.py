@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,12 +23,33 @@ from drover_localcluster.errors import StartupError
 MARKER_ENV = "DROVER_LOCALCLUSTER_ID"
 
 
+#: Where free ports are picked: above the well-known and below the kernel's ephemeral range.
+_PORTS = (10000, 32768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _PORTS[1]
+
+
 def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free TCP port on the loopback interface, outside the kernel's ephemeral range: a port
+    from that range can be taken by any outgoing connection between this check and the
+    server's bind (a component then failed to start with "address already in use")."""
+    high = min(_PORTS[1], _ephemeral_low())
+    for _ in range(200):
+        port = random.randrange(_PORTS[0], high) if high > _PORTS[0] + 1000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            found: int = sock.getsockname()[1]
+            return found
+    raise StartupError("no free TCP port on 127.0.0.1")
 
 
 def spawn(
