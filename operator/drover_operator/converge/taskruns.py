@@ -23,6 +23,7 @@ from drover.protocol.names import (
     LABEL_SCHEDULE,
 )
 from drover.protocol.timestamps import rfc3339
+from drover_operator.crd.common import DNS_LABEL, DNS_SUBDOMAIN
 from drover_operator.domain.pods import label_value
 from drover_operator.domain.records import RunRef, ScheduledRun
 from drover_operator.kube import NETWORK_ERRORS, TaskResource, TaskRunResource
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # A Kubernetes object name (DNS-1123 subdomain) and namespace (label). A name from a URL that
 # is neither cannot exist, and some (control characters) are not even a valid request URL.
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
+_LABEL = re.compile(DNS_LABEL)
 
 
 def _could_exist(namespace: str, name: str) -> bool:
