@@ -77,16 +77,18 @@ def wait_for(
     timeout: float = 60,
     interval: float = 0.1,
     what: str = "condition",
+    detail: Callable[[], object] | None = None,
 ) -> T:
     """Poll `condition()` until it returns something truthy; the timeout only stops a hung
-    test, it asserts nothing about speed."""
+    test, it asserts nothing about speed. On a timeout, `detail()` says where things stood."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(interval)
 
 

@@ -49,27 +49,36 @@ def grant(
     )
     # The API server's authorizer learns of a new binding from a watch, a moment later: a
     # request made at once could still be refused. Wait until it allows every rule.
+    user = f"system:serviceaccount:{namespace}:{account}"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
     for granted in rules:
         for group in granted.apiGroups or [""]:
             for resource in granted.resources or []:
                 for verb in granted.verbs:
 
                     def effective(g: str = group, r: str = resource, v: str = verb) -> bool:
-                        return allowed(cluster, namespace, account, g, r, v)
+                        return allowed(cluster, namespace, user, groups, g, r, v)
 
                     wait_for(effective, what=f"{account} allowed to {verb} {resource}")
 
 
 def allowed(
-    cluster: E2ECluster, namespace: str, account: str, group: str, resource: str, verb: str
+    cluster: E2ECluster,
+    namespace: str,
+    user: str,
+    groups: list[str],
+    group: str,
+    resource: str,
+    verb: str,
 ) -> bool:
-    """Whether the API server's authorizer lets the ServiceAccount `verb` `resource` now."""
+    """Whether the API server's authorizer lets `user` (in `groups`) `verb` `resource` (which
+    may name a subresource: `taskruns/status`) now, as a SubjectAccessReview answers."""
     resource, _, sub = resource.partition("/")
     review = cluster.client.create(
         SubjectAccessReview(
             spec=SubjectAccessReviewSpec(
-                user=f"system:serviceaccount:{namespace}:{account}",
-                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                user=user,
+                groups=groups,
                 resourceAttributes=ResourceAttributes(
                     namespace=namespace, verb=verb, group=group, resource=resource,
                     subresource=sub or None,

@@ -154,19 +154,17 @@ def status(client: Client, namespace: str, name: str) -> dict[str, Any]:
 def wait_phase(
     client: Client, namespace: str, name: str, *phases: str, timeout: float = 120
 ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
     def reached() -> dict[str, Any] | None:
-        nonlocal last
-        last = status(client, namespace, name)
-        return last if last.get("phase") in phases else None
+        current = status(client, namespace, name)
+        return current if current.get("phase") in phases else None
 
-    try:
-        return wait_for(reached, timeout=timeout, what=f"TaskRun {name} in {phases}")
-    except AssertionError as exc:
-        # Say where the run stopped: a hang and a run that ended otherwise read differently.
+    def stopped() -> str:
+        # Where the run stopped: a hang and a run that ended otherwise read differently.
+        last = status(client, namespace, name)
         seen = {k: last.get(k) for k in ("phase", "reason", "message", "attempt") if k in last}
-        raise AssertionError(f"{exc}; its status was {seen or 'empty'}") from None
+        return f"its status was {seen or 'empty'}"
+
+    return wait_for(reached, timeout=timeout, what=f"TaskRun {name} in {phases}", detail=stopped)
 
 
 def wait_all(

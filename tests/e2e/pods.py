@@ -49,21 +49,18 @@ def get(client: Client, namespace: str, name: str) -> Pod:
 
 
 def wait_phase(client: Client, namespace: str, name: str, *phases: str, timeout: float = 90) -> Pod:
-    last: Pod | None = None
-
     def reached() -> Pod | None:
-        nonlocal last
-        last = current = get(client, namespace, name)
+        current = get(client, namespace, name)
         assert current.status is not None
         return current if current.status.phase in phases else None
 
-    try:
-        return wait_for(reached, timeout=timeout, what=f"pod {name} in {phases}")
-    except AssertionError as exc:
-        # Say where the pod stopped: unbound, waiting for a container, or running on.
-        status = last.status.to_dict() if last is not None and last.status else {}
-        node = last.spec.nodeName if last is not None and last.spec else None
-        raise AssertionError(f"{exc}; on node {node}, its status was {status}") from None
+    def stopped() -> str:
+        # Where the pod stopped: unbound, waiting for a container, or running on.
+        last = get(client, namespace, name)
+        status = last.status.to_dict() if last.status else {}
+        return f"on node {last.spec.nodeName if last.spec else None}, its status was {status}"
+
+    return wait_for(reached, timeout=timeout, what=f"pod {name} in {phases}", detail=stopped)
 
 
 def wait_gone(client: Client, namespace: str, name: str, timeout: float = 60) -> None:

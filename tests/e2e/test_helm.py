@@ -19,10 +19,8 @@ from typing import Any
 import httpx2
 import pytest
 from lightkube import ApiError
-from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
-from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from lightkube.types import PatchType
@@ -34,6 +32,7 @@ from drover_localcluster.images.layout import Layout
 from drover_localcluster.processes import free_port
 from drover_operator.kube import TaskRunResource
 from tests.conftest import REPO_ROOT, E2ECluster, wait_for
+from tests.e2e.identities import allowed as authorizer_allows
 from tests.e2e.identities import client_as, rule, service_account
 from tests.e2e.operator_support import run, task, wait_phase
 
@@ -178,19 +177,8 @@ def can_i(cluster: E2ECluster, namespace: str, who: str, verb: str, resource: st
                                "--as", who, check=False)  # fmt: skip
         return proc.stdout.strip() == "yes"
     plural, _, group = resource.partition(".")
-    review = cluster.client.create(
-        SubjectAccessReview(
-            spec=SubjectAccessReviewSpec(
-                user=who,
-                groups=["system:authenticated"],
-                resourceAttributes=ResourceAttributes(
-                    namespace=namespace, verb=verb, group=group, resource=plural,
-                    subresource=sub or None,
-                ),
-            )
-        )
-    )  # fmt: skip
-    return bool(review.status and review.status.allowed)
+    asked = f"{plural}/{sub}" if sub else plural
+    return authorizer_allows(cluster, namespace, who, ["system:authenticated"], group, asked, verb)
 
 
 def bind(cluster: E2ECluster, namespace: str, cluster_role: str, *, user: str = "",
