@@ -15,11 +15,13 @@ import psycopg
 import pytest
 
 from drover_localcluster.postgres import Postgres, _bindir
+from drover_operator.domain.records import RunRecord
 from drover_operator.engine.policy import LifecyclePolicy
 from drover_operator.store import Store
-from drover_operator.store.db import open_pool
+from drover_operator.store.admission import Admitted
+from drover_operator.store.db import fetch_one, open_pool, transaction
 from drover_operator.store.migrate import fresh_schema, migrate
-from drover_operator.store.runs import NewRun
+from drover_operator.store.runs import LOCK_RUN, NewRun, _cancel
 
 
 @pytest.fixture
@@ -108,3 +110,57 @@ def test_racing_admitters_never_exceed_the_limit(new_database: tuple[str, str]) 
 
     admitted, active = asyncio.run(scenario())
     assert admitted == 5 and active == 5
+
+
+def test_a_run_canceled_while_admission_reads_it_is_never_started(
+    new_database: tuple[str, str],
+) -> None:
+    """Admission reads its candidates without locking them. A cancel that commits after that
+    read, while admission waits for the run's row, must still win: the run stays Canceled and
+    no attempt (no pod) is made. The Helm test saw the opposite: a run canceled while Queued
+    was started a moment later, and ran on."""
+    _, dsn = new_database
+
+    async def scenario() -> tuple[list[Admitted], str, int]:
+        await migrate(dsn)
+        pool = await open_pool(dsn, 4)
+        store = Store(pool)
+        spec = {"image": "x", "command": ["true"], "concurrency": {"limit": 5}}
+        await store.tasks.upsert("ns", "t", str(uuid.uuid4()), 1, spec, None)
+        run_id = str(uuid.uuid4())
+        await store.runs.record(
+            NewRun(id=run_id, namespace="ns", name="r", task="t", generation=1,
+                   created_at=dt.datetime.now(dt.UTC))
+        )  # fmt: skip
+        policy = LifecyclePolicy(dt.timedelta(minutes=10), None)
+        async with transaction(pool) as conn:
+            # What `runs.close` does, held open until admission has read the run as Queued
+            # and is waiting for its row.
+            run = await fetch_one(conn, RunRecord, LOCK_RUN, (run_id,))
+            assert run is not None
+            await _cancel(conn, run, "Canceled", "spec.cancel is true", deleted=False)
+            admission = asyncio.create_task(store.admission.admit("ns", "t", policy))
+            async with pool.connection() as watcher:
+                while True:
+                    cursor = await watcher.execute(
+                        "SELECT count(*) AS n FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        " AND query LIKE '%%UPDATE drover_runs%%'"
+                    )
+                    if ((await cursor.fetchone()) or {"n": 0})["n"]:
+                        break
+                    assert not admission.done(), admission
+                    await asyncio.sleep(0.01)
+        admitted = await admission
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT phase FROM drover_runs WHERE id = %s", (run_id,))
+            phase = ((await cursor.fetchone()) or {"phase": ""})["phase"]
+            cursor = await conn.execute(
+                "SELECT count(*) AS n FROM drover_attempts WHERE run_id = %s", (run_id,)
+            )
+            attempts = ((await cursor.fetchone()) or {"n": -1})["n"]
+        await pool.close()
+        return admitted, phase, attempts
+
+    admitted, phase, attempts = asyncio.run(scenario())
+    assert (admitted, phase, attempts) == ([], "Canceled", 0)

@@ -48,14 +48,17 @@ ORDER BY priority DESC, created_at, seq
 LIMIT %s OFFSET %s
 """
 
-# A resumed run continues its attempt (the try) in a new execution (a new pod).
+# A resumed run continues its attempt (the try) in a new execution (a new pod). The candidates
+# were read without locking them: a cancel or an expiry that committed since then (this
+# UPDATE waits for its row lock, then re-checks the WHERE) leaves the run alone. Without the
+# phase check a run canceled while Queued was started anyway, and ran to its end.
 START_ATTEMPT = """
 UPDATE drover_runs
 SET phase = 'Starting', attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END,
     execution = execution + 1, resume = false, waiting_for = NULL, eligible_at = NULL,
     reason = NULL, message = NULL, wait_reason = NULL, wait_message = NULL,
     version = version + 1
-WHERE id = %s
+WHERE id = %s AND phase IN ('Queued', 'Retrying') AND NOT cancel_requested
 RETURNING attempt AS try_number, execution
 """
 
@@ -191,12 +194,14 @@ class AdmissionStore:
                     if slots.full:
                         break
                     wait = slots.wait(run.concurrency_key)
-                    if wait is None and slots.take(run.concurrency_key):
-                        admitted.append(await self._start(conn, record, run, policy))
-                    else:
+                    if wait is not None:
                         skipped += 1
-                        if wait is not None:
-                            held.setdefault(wait, []).append(run.id)
+                        held.setdefault(wait, []).append(run.id)
+                        continue
+                    started = await self._start(conn, record, run, policy)
+                    if started is not None:  # else: canceled or expired since it was read
+                        slots.take(run.concurrency_key)
+                        admitted.append(started)
                 if len(candidates) < page:
                     break
                 # Admitted runs left the waiting set (this transaction sees its own writes):
@@ -242,9 +247,10 @@ class AdmissionStore:
 
     async def _start(
         self, conn: Connection, task: TaskRecord, run: WaitingRun, policy: AdmissionPolicy
-    ) -> Admitted:
+    ) -> Admitted | None:
         started = await fetch_one(conn, _Started, START_ATTEMPT, (run.id,))
-        assert started is not None
+        if started is None:
+            return None
         executed = dt.timedelta(0)
         if run.resume:
             executed = await fetch_value(conn, EXECUTED, (run.id, started.try_number))
