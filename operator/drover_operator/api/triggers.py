@@ -25,6 +25,7 @@ from drover_operator.api.auth import authorize
 from drover_operator.api.errors import ProblemError
 from drover_operator.api.history import view_of
 from drover_operator.api.state import PREFIXES, STORE, TRIGGERS
+from drover_operator.domain.validation import has_nul
 from drover_operator.engine.triggers import Started
 
 
@@ -54,21 +55,10 @@ async def read_json(request: web.Request, limit: int) -> Any:
 
 def storable(value: Any) -> Any:
     """`value`, refused (422) if Postgres could not store it: a NUL character (`\\u0000`) in
-    any string or key. Caught here, before a TaskRun exists: a TaskRun whose payload the
-    operator cannot record would never run."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise ProblemError(
-                    422, "invalid-body", "the body contains a NUL character (\\u0000)"
-                )
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    any string or key. Caught here, before a TaskRun exists: a TaskRun with one can only be
+    recorded as Failed."""
+    if has_nul(value):
+        raise ProblemError(422, "invalid-body", "the body contains a NUL character (\\u0000)")
     return value
 
 

@@ -37,3 +37,20 @@ def payload_problem(spec: TaskSpec, payload: Any) -> str | None:
         f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
     )
     return f"{where}: {error.message}"
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a NUL character (`\\u0000`) is in any string or key of `value`: Postgres can
+    store it neither in text nor in jsonb."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -29,7 +29,7 @@ from drover_operator.converge import Converger
 from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
 from drover_operator.domain import attempts, pods
 from drover_operator.domain.triggers import ANNOTATION_METADATA
-from drover_operator.domain.validation import payload_problem, task_problem
+from drover_operator.domain.validation import has_nul, payload_problem, task_problem
 from drover_operator.domain.webhooks import DEFAULT_IDEMPOTENCY_HEADER
 from drover_operator.engine import observe
 from drover_operator.engine.lifecycle import RunLifecycle
@@ -65,6 +65,24 @@ def _initial_metadata(annotations: dict[str, str]) -> dict[str, Any] | None:
         log.warning("ignoring the malformed %s annotation", ANNOTATION_METADATA)
         return None
     return value if isinstance(value, dict) else None
+
+
+def _unstorable(
+    payload: Any, tags: Any, concurrency_key: str | None, metadata: Any
+) -> tuple[str, str] | None:
+    """(reason, message) if a field holds a NUL character, which Postgres cannot store (the
+    API refuses such bodies; a TaskRun created directly can still carry one)."""
+    fields = {
+        "spec.payload": payload,
+        "spec.tags": tags,
+        "spec.concurrencyKey": concurrency_key,
+        f"the {ANNOTATION_METADATA} annotation": metadata,
+    }
+    for where, value in fields.items():
+        if has_nul(value):
+            reason = "InvalidPayload" if where == "spec.payload" else "InvalidSpec"
+            return reason, f"{where} contains a NUL character (\\u0000), which cannot be stored"
+    return None
 
 
 class Recent:
@@ -214,8 +232,16 @@ class Engine:
             eligible = created + parse_duration(spec.delay)
         failed = None
         parent_id, parent_name = _parent(meta)
+        metadata = _initial_metadata(annotations)
+        payload, tags, concurrency_key = spec.payload, spec.tags, spec.concurrency_key
+        unstorable = _unstorable(payload, tags, concurrency_key, metadata)
+        if unstorable is not None:
+            # Recorded as Failed without what Postgres cannot hold: retrying the insert
+            # would fail forever and the run would never show why.
+            failed = unstorable
+            payload, tags, concurrency_key, metadata = None, None, None, None
         task_spec = await self._task_spec(meta["namespace"], spec.task_ref.name)
-        if task_spec is not None:
+        if task_spec is not None and failed is None:
             problem = payload_problem(task_spec, spec.payload)
             if problem:
                 failed = ("InvalidPayload", problem)
@@ -227,14 +253,14 @@ class Engine:
                 task=spec.task_ref.name,
                 generation=meta.get("generation", 1),
                 created_at=created,
-                concurrency_key=spec.concurrency_key,
+                concurrency_key=concurrency_key,
                 priority=spec.priority,
-                payload=spec.payload,
-                tags=spec.tags,
+                payload=payload,
+                tags=tags,
                 eligible_at=eligible,
                 expires_at=created + parse_duration(spec.ttl) if spec.ttl else None,
                 scheduled_at=parse_rfc3339(annotations.get(ANNOTATION_SCHEDULED_TIME)),
-                metadata=_initial_metadata(annotations),
+                metadata=metadata,
                 failed=failed,
                 parent_id=parent_id,
                 parent_name=parent_name,
