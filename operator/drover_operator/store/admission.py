@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from drover_operator.domain.lifecycle import AttemptPlan, Slots, Wait
@@ -24,7 +25,7 @@ from drover_operator.store.db import (
     fetch_all,
     fetch_one,
     fetch_value,
-    transaction,
+    pipelined,
 )
 from drover_operator.store.outbox import record_run_events
 from drover_operator.store.tasks import GET_TASK, admission_key
@@ -170,12 +171,16 @@ class AdmissionStore:
 
     async def admit(self, namespace: str, task: str, policy: AdmissionPolicy) -> list[Admitted]:
         """Admit waiting runs of one Task into free slots, by priority then creation order."""
-        async with transaction(self.pool) as conn:
+        # Pipelined: the lock, the Task and its usage cost one round trip; the attempts and
+        # history lines written go out with the next read or the commit.
+        async with pipelined(self.pool) as conn:
             await advisory_lock(conn, admission_key(namespace, task))
-            record = await fetch_one(conn, TaskRecord, GET_TASK, (namespace, task))
+            async with conn.cursor(row_factory=class_row(TaskRecord)) as task_cursor:
+                await task_cursor.execute(GET_TASK, (namespace, task))
+                usage = await fetch_one(conn, _Usage, ACTIVE_USAGE, (namespace, task))
+                record = await task_cursor.fetchone()
             if record is None or record.invalid is not None:
                 return []
-            usage = await fetch_one(conn, _Usage, ACTIVE_USAGE, (namespace, task))
             assert usage is not None
             slots = policy.slots(record, usage.active, usage.per_key)
             if slots is None:

@@ -58,6 +58,15 @@ async def transaction(pool: Pool) -> AsyncIterator[Connection]:
         yield conn
 
 
+@contextlib.asynccontextmanager
+async def pipelined(pool: Pool) -> AsyncIterator[Connection]:
+    """A transaction in pipeline mode: statements go out without waiting for each other, so a
+    round trip is paid only where a result is read and at the commit. For the hot paths (a
+    run's record and its admission), where one statement after another each cost one."""
+    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+        yield conn
+
+
 async def fetch_all(conn: Connection, row: type[Row], query: str, params: Params = ()) -> list[Row]:
     """All rows of `query` as `row` instances (the columns are its fields)."""
     async with conn.cursor(row_factory=class_row(row)) as cursor:

@@ -26,6 +26,7 @@ from drover_operator.store.db import (
     fetch_all,
     fetch_one,
     notify,
+    pipelined,
     sql_list,
     transaction,
 )
@@ -60,6 +61,7 @@ VALUES (%(id)s, %(namespace)s, %(name)s, %(task)s, %(generation)s, %(concurrency
         %(created_at)s, %(reason)s, %(message)s, %(finished_at)s, %(error)s, %(scheduled_at)s,
         %(metadata)s, %(parent_id)s, %(parent_name)s, %(cancel_requested)s)
 ON CONFLICT (id) DO NOTHING
+RETURNING id
 """
 
 CANCEL_WAITPOINTS = """
@@ -257,7 +259,7 @@ class RunStore:
             phase, (reason, message) = Phase.FAILED, run.failed
             error = Jsonb({"type": reason, "message": message, "retryable": False})
             finished = dt.datetime.now(dt.UTC)
-        async with transaction(self.pool) as conn:
+        async with pipelined(self.pool) as conn:
             cursor = await conn.execute(
                 INSERT_RUN,
                 {
@@ -285,7 +287,7 @@ class RunStore:
                     "cancel_requested": run.cancel_requested,
                 },
             )
-            if cursor.rowcount == 0:
+            if await cursor.fetchone() is None:  # the one round trip before the commit
                 return False
             if run.parent_id is not None:
                 await conn.execute(ADD_CHILD, (run.parent_id,))
