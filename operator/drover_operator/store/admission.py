@@ -13,7 +13,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from drover_operator.domain.lifecycle import AttemptPlan, Slots, Wait
@@ -24,6 +23,7 @@ from drover_operator.store.db import (
     advisory_lock,
     fetch_all,
     fetch_one,
+    fetch_two,
     fetch_value,
     pipelined,
 )
@@ -175,10 +175,11 @@ class AdmissionStore:
         # history lines written go out with the next read or the commit.
         async with pipelined(self.pool) as conn:
             await advisory_lock(conn, admission_key(namespace, task))
-            async with conn.cursor(row_factory=class_row(TaskRecord)) as task_cursor:
-                await task_cursor.execute(GET_TASK, (namespace, task))
-                usage = await fetch_one(conn, _Usage, ACTIVE_USAGE, (namespace, task))
-                record = await task_cursor.fetchone()
+            record, usage = await fetch_two(
+                conn,
+                (TaskRecord, GET_TASK, (namespace, task)),
+                (_Usage, ACTIVE_USAGE, (namespace, task)),
+            )
             if record is None or record.invalid is not None:
                 return []
             assert usage is not None

@@ -21,7 +21,16 @@ from drover_operator.domain.records import (
     PodToStop,
     RunRecord,
 )
-from drover_operator.store.db import Pool, fetch_all, fetch_one, fetch_value, notify, transaction
+from drover_operator.store.db import (
+    Pool,
+    fetch_all,
+    fetch_one,
+    fetch_two,
+    fetch_value,
+    notify,
+    pipelined,
+    transaction,
+)
 from drover_operator.store.outbox import record_run_events
 from drover_operator.store.runs import ATTEMPT_COLUMNS, END_ATTEMPT, FINISH_RUN, LOCK_RUN
 
@@ -144,7 +153,7 @@ class AttemptStore:
 
     async def running(self, run_id: str, number: int, started_at: dt.datetime) -> bool:
         """The attempt's container started: Running, and its maxDuration deadline set."""
-        async with transaction(self.pool) as conn:
+        async with pipelined(self.pool) as conn:
             attempt = await fetch_one(conn, AttemptRecord, LOCK_ATTEMPT, (run_id, number))
             if attempt is None or attempt.state != "Admitted" or not attempt.active:
                 return False
@@ -172,10 +181,14 @@ class AttemptStore:
     ) -> AttemptEnded | None:
         """End an active attempt and record what `decide` makes of it (retry or finish),
         in one transaction; None if the attempt had already ended (a replayed event,
-        another replica)."""
-        async with transaction(self.pool) as conn:
-            run = await fetch_one(conn, RunRecord, LOCK_RUN, (run_id,))
-            attempt = await fetch_one(conn, AttemptRecord, LOCK_ATTEMPT, (run_id, number))
+        another replica). Pipelined: the locks are one round trip, the writes and the
+        commit another (a slot's turnover waits on this)."""
+        async with pipelined(self.pool) as conn:
+            run, attempt = await fetch_two(
+                conn,
+                (RunRecord, LOCK_RUN, (run_id,)),
+                (AttemptRecord, LOCK_ATTEMPT, (run_id, number)),
+            )
             if run is None or attempt is None or not attempt.active:
                 return None
             end = decide(run, attempt, outcome)

@@ -25,6 +25,7 @@ Connection: TypeAlias = psycopg.AsyncConnection[DictRow]
 Pool: TypeAlias = AsyncConnectionPool[Connection]
 Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 Row = TypeVar("Row")
+Other = TypeVar("Other")
 
 
 def _configure_types(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -80,6 +81,22 @@ async def fetch_one(
     async with conn.cursor(row_factory=class_row(row)) as cursor:
         await cursor.execute(query, params)
         return await cursor.fetchone()
+
+
+async def fetch_two(
+    conn: Connection,
+    first: tuple[type[Row], str, Params],
+    second: tuple[type[Other], str, Params],
+) -> tuple[Row | None, Other | None]:
+    """The first row of each of two queries, sent one after the other before either result
+    is read: in pipeline mode (`pipelined`), one round trip for both."""
+    async with (
+        conn.cursor(row_factory=class_row(first[0])) as one,
+        conn.cursor(row_factory=class_row(second[0])) as two,
+    ):
+        await one.execute(first[1], first[2])
+        await two.execute(second[1], second[2])
+        return await one.fetchone(), await two.fetchone()
 
 
 async def fetch_value(conn: Connection, query: str, params: Params = ()) -> Any:
