@@ -302,6 +302,8 @@ BAD_MANIFESTS: list[BadManifest] = [
     B("run-cancel-not-bool", run({"cancel": "please"}), "spec.cancel"),
     B("run-concurrency-key-empty", run({"concurrencyKey": ""}), "spec.concurrencyKey"),
     B("run-concurrency-key-space", run({"concurrencyKey": "tenant 42"}), "spec.concurrencyKey"),
+    B("run-concurrency-key-nul", run({"concurrencyKey": "tenant\x00"}), "spec.concurrencyKey"),
+    B("run-concurrency-key-control", run({"concurrencyKey": "t\x1b[0m"}), "spec.concurrencyKey"),
     B("run-tag-key", run({"tags": {"has space": "x"}}), "spec.tags"),
     B("run-tag-value-type", run({"tags": {"tenant": 42}}), "spec.tags.tenant"),
     B("run-tag-value-pattern", run({"tags": {"tenant": "a b"}}), "spec.tags.tenant"),

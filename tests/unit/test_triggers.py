@@ -71,6 +71,7 @@ def test_a_payload_the_schema_refuses_is_named_with_its_field() -> None:
         ({"ttl": "0s"}, "ttl"),
         ({"priority": 5000}, "priority"),
         ({"concurrencyKey": "has space"}, "concurrencyKey"),
+        ({"concurrencyKey": "nul\x00"}, "concurrencyKey"),
         ({"tags": [f"t{i}" for i in range(11)]}, "tags"),
         ({"tags": ["x" * 129]}, "tags"),
         ({"tags": ["a=1", "a=2"]}, "tags"),

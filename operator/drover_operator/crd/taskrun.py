@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from drover.protocol.runs import CONCURRENCY_KEY_PATTERN
 from drover_operator.crd.base import CEL, CRDModel, JSONObject, JSONValue, immutable, rules
 from drover_operator.crd.common import ConditionList, ObjectName
 from drover_operator.crd.durations import Duration, PositiveDuration
@@ -96,7 +97,9 @@ class TaskRunSpec(CRDModel):
     operator. SDK tasks receive it as their argument. Not re-read after admission."""
     concurrency_key: (
         Annotated[
-            str, StringConstraints(min_length=1, max_length=253, pattern=r"^\S+$"), immutable()
+            str,
+            StringConstraints(min_length=1, max_length=253, pattern=CONCURRENCY_KEY_PATTERN),
+            immutable(),
         ]
         | None
     ) = None

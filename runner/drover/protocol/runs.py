@@ -26,6 +26,8 @@ DEFAULT_IDEMPOTENCY_KEY_TTL = "720h"  # 30 days
 _LABEL = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 #: A tag is `key` or `key=value`, both label-style (they become the TaskRun's `spec.tags`).
 TAG_PATTERN = rf"^{_LABEL}(=({_LABEL})?)?$"
+#: A concurrency key: no whitespace, no control character (Postgres stores no NUL in text).
+CONCURRENCY_KEY_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 
 def _duration(value: str) -> str:
@@ -83,7 +85,10 @@ class TriggerRequest(Wire):
     )
     """How long the key stays bound to its run (unless that run fails)."""
     concurrency_key: (
-        Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^\S+$")] | None
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=253, pattern=CONCURRENCY_KEY_PATTERN)
+        ]
+        | None
     ) = Field(default=None, alias="concurrencyKey")
     priority: Annotated[int, Field(ge=-1000, le=1000)] | None = None
     delay: Duration | None = None
