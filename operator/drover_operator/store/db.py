@@ -63,7 +63,8 @@ async def transaction(pool: Pool) -> AsyncIterator[Connection]:
 async def pipelined(pool: Pool) -> AsyncIterator[Connection]:
     """A transaction in pipeline mode: statements go out without waiting for each other, so a
     round trip is paid only where a result is read and at the commit. For the hot paths (a
-    run's record and its admission), where one statement after another each cost one."""
+    run's record and admission, an attempt's start and end), whose statements each cost a
+    round trip when sent one after another."""
     async with pool.connection() as conn, conn.pipeline(), conn.transaction():
         yield conn
 
