@@ -39,6 +39,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient, KubeConfig
 
+from bench import cpu
 from bench.harness import (
     OPERATOR_USER,
     BenchError,
@@ -172,6 +173,20 @@ class Bench:
         # Per scenario/system, per trial, per run: [created, first pod, finished] seconds.
         self.samples: dict[str, list[list[list[float | None]]]] = {}
 
+    def cpu_roots(self) -> dict[str, int]:
+        """The processes whose CPU time a scenario reports (each with its descendants)."""
+        state = self.cluster.state
+        assert state is not None
+        roots = dict(state.pids)
+        roots.update({f"node agent {name}": pid for name, pid in state.nodes.items()})
+        postmaster = self.cluster.postgres.data / "postmaster.pid"
+        if postmaster.exists():
+            roots["postgres"] = int(postmaster.read_text().splitlines()[0])
+        if self.operator is not None and self.operator.proc is not None:
+            roots["drover-operator"] = self.operator.proc.pid
+        roots["bench"] = os.getpid()  # last: the components above may be its descendants
+        return roots
+
     def operator_of(self, system: str) -> Operator | None:
         return self.operator if system == "drover" else None
 
@@ -212,8 +227,14 @@ class Bench:
         before = await asyncio.to_thread(api_requests, self.cluster)
         audit = self.cluster.control_plane.audit_log
         offset = audit_offset(audit)
+        cpu_before = cpu.snapshot(self.cpu_roots())
         try:
             entry.update(await body(namespace))
+            entry["cpu_s"] = cpu.used(cpu_before, cpu.snapshot(self.cpu_roots()))
+            runs = entry.get("runs")
+            if isinstance(runs, int) and runs:
+                ours = sum(v for k, v in entry["cpu_s"].items() if k != "other")
+                entry["cpu_ms_per_run"] = round(1000 * ours / runs, 1)
             entry["api_requests"] = api_delta(
                 before, await asyncio.to_thread(api_requests, self.cluster), entry.get("runs")
             )

@@ -37,6 +37,9 @@ def figures(args: Any) -> list[Figure]:
         ),
         Figure(f"{burst}: create→pod p99 (ms)", "latency", ("create_to_pod_ms", "p99")),
         Figure(f"{burst}: create→done p50 (ms)", "latency", ("create_to_done_ms", "p50")),
+        # Where the two cores went (control plane, node agent and its pods, Postgres, the
+        # operator, the bench): a system that costs less CPU per run leaves more to the rest.
+        Figure(f"{burst}: CPU ms per run, all components", "latency", ("cpu_ms_per_run",)),
         Figure(
             f"{burst}: API requests per run",
             "latency",
@@ -68,6 +71,7 @@ def figures(args: Any) -> list[Figure]:
         # Context for the wall time: Drover's 500 creates go through the API server (a busy
         # one makes the wall creation-bound); the Indexed Job is one create.
         Figure(f"{tp}: creating the runs (s)", "throughput", ("create_s",), ratio=False),
+        Figure(f"{tp}: CPU ms per run, all components", "throughput", ("cpu_ms_per_run",)),
         Figure(
             f"{tp}: API requests per run",
             "throughput",

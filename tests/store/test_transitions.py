@@ -169,6 +169,24 @@ def test_start_marks_the_attempt_running_with_its_deadline(with_store: Runner[An
     with_store(scenario)
 
 
+def test_pods_created_are_marked_together_once_each(with_store: Runner[Any]) -> None:
+    async def scenario(store: Store) -> None:
+        await add_task(store)
+        ids = [await add_run(store, f"r{i}") for i in range(3)]
+        await store.admission.admit("ns", "t", POLICY)
+        assert {p.run_id for p in await store.attempts.pods_to_create(10)} == set(ids)
+        first = await store.attempts.pods_created([(ids[0], 1), (ids[1], 1)])
+        assert set(first) == {(ids[0], 1), (ids[1], 1)}
+        assert all(latency >= 0 for latency in first.values())
+        # Marked once: a second mark (a pod adopted after AlreadyExists) reports nothing.
+        second = await store.attempts.pods_created([(ids[0], 1), (ids[2], 1)])
+        assert set(second) == {(ids[2], 1)}
+        assert await store.attempts.pods_to_create(10) == []
+        assert await store.attempts.pods_created([]) == {}
+
+    with_store(scenario)
+
+
 def test_finish_releases_the_slot_and_keeps_the_output(with_store: Runner[Any]) -> None:
     async def scenario(store: Store) -> None:
         await add_task(store, concurrency={"limit": 1})

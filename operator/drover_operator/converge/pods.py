@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,27 @@ def _ids(run_id: str, number: int) -> dict[str, Any]:
     return {"run_id": run_id, "attempt": number}
 
 
+class AttemptSpecs:
+    """The Task spec each attempt's pod was created with, for the pods this replica created
+    lately: the attempt's end then reads it from here, not from Postgres. A miss (another
+    replica's pod, a restart, an old attempt) reads the store."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._specs: OrderedDict[tuple[str, int], TaskSpec] = OrderedDict()
+
+    def add(self, attempt: tuple[str, int], spec: TaskSpec) -> None:
+        self._specs[attempt] = spec
+        while len(self._specs) > self.size:
+            self._specs.popitem(last=False)
+
+    def get(self, attempt: tuple[str, int]) -> TaskSpec | None:
+        return self._specs.get(attempt)
+
+    def discard(self, attempt: tuple[str, int]) -> None:
+        self._specs.pop(attempt, None)
+
+
 @dataclass(frozen=True)
 class CreatedPod:
     namespace: str
@@ -52,6 +74,7 @@ class PodConverger:
         key: bytes | None,
     ) -> None:
         self.writes = asyncio.Semaphore(POD_CONCURRENCY)
+        self.specs = AttemptSpecs()
         self.settings = settings
         self.store = store
         self.client = client
@@ -61,19 +84,25 @@ class PodConverger:
     async def create(self) -> list[CreatedPod]:
         """Create the pods of admitted attempts that have none yet, several at a time (each
         is independent; a burst of admissions or resumes must not queue behind one another's
-        round trips). AlreadyExists with the same run's UID means it was created before a
-        crash: adopted."""
+        round trips), then mark them created in one statement. AlreadyExists with the same
+        run's UID means it was created before a crash: adopted."""
         rows = await self.store.attempts.pods_to_create(self.settings.loop.batch_size)
 
-        async def one(row: PodToCreate) -> CreatedPod | None:
+        async def one(row: PodToCreate) -> PodToCreate | None:
             async with self.writes:
-                return await self._create(row)
+                return row if await self._create(row) else None
 
-        created = await asyncio.gather(*(one(row) for row in rows))
-        return [c for c in created if c is not None]
+        done = [row for row in await asyncio.gather(*(one(row) for row in rows)) if row]
+        first = await self.store.attempts.pods_created([(r.run_id, r.number) for r in done])
+        return [
+            CreatedPod(r.namespace, r.task, r.number, first.get((r.run_id, r.number))) for r in done
+        ]
 
-    async def _create(self, row: PodToCreate) -> CreatedPod | None:
+    async def _create(self, row: PodToCreate) -> bool:
+        """Create the attempt's pod (and its token Secret); False if that failed (retried
+        next pass)."""
         task = TaskSpec.model_validate(row.task_spec)
+        self.specs.add((row.run_id, row.number), task)
         secret = self._secret_name(row.run_id, row.number, row.pod_name)
         request = PodRequest(
             namespace=row.namespace,
@@ -107,13 +136,12 @@ class PodConverger:
                     exc.status.message,
                     extra=_ids(row.run_id, row.number),
                 )
-                return None
+                return False
         except NETWORK_ERRORS as exc:
             extra = _ids(row.run_id, row.number)
             log.warning("creating pod %s: %s", row.pod_name, exc, extra=extra)
-            return None
-        latency = await self.store.attempts.pod_created(row.run_id, row.number)
-        return CreatedPod(row.namespace, row.task, row.number, latency)
+            return False
+        return True
 
     def _secret_name(self, run_id: str, number: int, pod: str) -> str:
         if self.signing_key is None:

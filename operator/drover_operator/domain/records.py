@@ -184,6 +184,15 @@ class PodToCreate:
 
 
 @dataclass(frozen=True)
+class PodCreated:
+    """An attempt whose pod was just marked created: seconds since its TaskRun's creation."""
+
+    run_id: str
+    number: int
+    latency: float
+
+
+@dataclass(frozen=True)
 class PodToStop:
     run_id: str
     number: int

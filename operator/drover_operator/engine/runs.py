@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: How long the publisher lets changes gather before writing them.
 PUBLISH_COALESCE_SECONDS = 0.1
+#: The most often a pass runs its maintenance (expiry, due waits, deadlines, stalls, pending
+#: pods): in a burst, passes follow one another closely and admission is what cannot wait.
+MAINTENANCE_INTERVAL_SECONDS = 0.2
 
 
 def _parent(meta: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -138,6 +142,8 @@ class Engine:
         # change no generation (our own status patches) are skipped, and recording a run
         # reads its Task's spec from here instead of Postgres.
         self._tasks: dict[tuple[str, str], tuple[str, int, TaskSpec | None]] = {}
+        self._maintained_at = -MAINTENANCE_INTERVAL_SECONDS  # the first pass maintains
+        self._maintenance_skipped = False
 
     async def remember_known_runs(self) -> int:
         """Before the first listing: the runs already recorded, and those already over, so
@@ -301,6 +307,7 @@ class Engine:
         run_id = key[0]
         if event == "DELETED":
             self._seen_running.discard(key)
+            self.converge.pods.specs.discard(key)
             if key in self._seen_finished:
                 self._seen_finished.discard(key)  # its outcome is recorded; forget the pod
                 return
@@ -317,15 +324,25 @@ class Engine:
         if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             return
         # Only a finished pod needs the attempt's Task spec (which exit codes are final).
-        raw = await self.store.attempts.task_spec(run_id, key[1])
-        if raw is None:
+        task = await self._attempt_spec(key)
+        if task is None:
             return
-        outcome = attempts.pod_outcome(pod, TaskSpec.model_validate(raw))
+        outcome = attempts.pod_outcome(pod, task)
         if outcome is not None:
             if await self.lifecycle.end_attempt(run_id, key[1], outcome):
                 self.wake()
             self._seen_finished.add(key)
             self._seen_running.discard(key)
+            self.converge.pods.specs.discard(key)
+
+    async def _attempt_spec(self, key: tuple[str, int]) -> TaskSpec | None:
+        """The Task spec the attempt runs with: kept since its pod was created here, or read
+        from the store; None if the attempt is unknown."""
+        task = self.converge.pods.specs.get(key)
+        if task is not None:
+            return task
+        raw = await self.store.attempts.task_spec(*key)
+        return None if raw is None else TaskSpec.model_validate(raw)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -340,7 +357,8 @@ class Engine:
                     log.exception("reconcile pass failed; retrying")
                     await asyncio.sleep(1)
                 self._publish.set()
-                delay = await self._until_next_wake()
+                # Woken meanwhile: the next pass starts at once, and asks nothing first.
+                delay = 0.0 if self._wake.is_set() else await self._until_next_wake()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 self._wake.clear()
@@ -369,25 +387,39 @@ class Engine:
 
     async def _until_next_wake(self) -> float:
         tick = self.settings.loop.tick.total_seconds()
+        if self._maintenance_skipped:  # the next pass comes no later than it is due
+            tick = min(tick, self._maintained_at + MAINTENANCE_INTERVAL_SECONDS - time.monotonic())
         try:
             due = [
                 await self.store.admission.seconds_to_next_eligible(),
                 await self.store.waits.seconds_to_next(),
             ]
         except Exception:
-            return tick
+            return max(0.0, tick)
         return max(0.0, min([tick, *(s for s in due if s is not None)]))
 
     async def tick(self) -> None:
-        """One pass: admit, create pods, expire, resume, time out, stop (what changed is
-        written to Kubernetes by the publisher)."""
-        batch = self.settings.loop.batch_size
+        """One pass: admit, create pods, stop pods, then maintenance when it is due (what
+        changed is written to Kubernetes by the publisher)."""
         # Admission and pods first: a new run's path to its pod waits for nothing else.
         # (A run past its ttl is never admitted: admission skips it, `expire` ends it.)
         for queue in await self.store.admission.due_queues():
             await self.lifecycle.admit(queue.namespace, queue.task)
         for created in await self.converge.pods.create():
             observe.pod_created(created.namespace, created.task, created.number, created.latency)
+        self._maintenance_skipped = (
+            time.monotonic() - self._maintained_at < MAINTENANCE_INTERVAL_SECONDS
+        )
+        if not self._maintenance_skipped:
+            self._maintained_at = time.monotonic()
+            await self.maintain()
+        # Every pass: a cancel's pod goes at once (and those maintenance just timed out).
+        await self.converge.pods.stop()
+
+    async def maintain(self) -> None:
+        """Expire, resume, time out and fail what is due by the clock (at most every
+        MAINTENANCE_INTERVAL_SECONDS; `run` wakes for it when it is skipped)."""
+        batch = self.settings.loop.batch_size
         if await self.lifecycle.expire():
             self.wake()
         # Suspended runs whose wait is over are queued again, then admitted like any run
@@ -413,7 +445,6 @@ class Engine:
             pod = await self.converge.pods.get(due.namespace, due.pod_name)
             outcome = attempts.not_started(pod)
             await self.lifecycle.end_attempt(due.run_id, due.number, outcome, kill=True)
-        await self.converge.pods.stop()
         await self.converge.finalizers.retry()
         await self.converge.webhooks.sync()
 

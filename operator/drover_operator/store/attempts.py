@@ -17,6 +17,7 @@ from drover_operator.domain.records import (
     AttemptRecord,
     DueAttempt,
     HeldSlot,
+    PodCreated,
     PodToCreate,
     PodToStop,
     RunRecord,
@@ -76,11 +77,14 @@ ORDER BY a.admitted_at
 LIMIT %s
 """
 
-MARK_POD_CREATED = """
+# One statement for a pass's pods: a commit (an fsync) each cost the burst more than the
+# marks are worth. A crash before it only means the next pass meets AlreadyExists and adopts.
+MARK_PODS_CREATED = """
 UPDATE drover_attempts a SET pod_created = true
-FROM drover_runs r
-WHERE a.run_id = %s AND a.number = %s AND r.id = a.run_id AND NOT a.pod_created
-RETURNING extract(epoch FROM now() - r.created_at)::float8
+FROM drover_runs r, unnest(%s::uuid[], %s::int[]) AS created(run_id, number)
+WHERE a.run_id = created.run_id AND a.number = created.number AND r.id = a.run_id
+  AND NOT a.pod_created
+RETURNING a.run_id, a.number, extract(epoch FROM now() - r.created_at)::float8 AS latency
 """
 
 PODS_TO_STOP = """
@@ -250,12 +254,19 @@ class AttemptStore:
         async with self.pool.connection() as conn:
             return await fetch_all(conn, PodToCreate, PODS_TO_CREATE, (limit,))
 
-    async def pod_created(self, run_id: str, number: int) -> float | None:
-        """Mark the attempt's pod created; seconds since the TaskRun was created, the first
-        time only."""
+    async def pods_created(self, attempts: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """Mark these attempts' pods created; for each marked the first time, seconds since
+        its TaskRun was created."""
+        if not attempts:
+            return {}
         async with self.pool.connection() as conn:
-            latency = await fetch_value(conn, MARK_POD_CREATED, (run_id, number))
-            return None if latency is None else float(latency)
+            rows = await fetch_all(
+                conn,
+                PodCreated,
+                MARK_PODS_CREATED,
+                ([run_id for run_id, _ in attempts], [number for _, number in attempts]),
+            )
+        return {(row.run_id, row.number): row.latency for row in rows}
 
     async def pods_to_stop(self, limit: int) -> list[PodToStop]:
         async with self.pool.connection() as conn:
