@@ -73,6 +73,14 @@ def aborts(payload: dict[str, Any]) -> None:
         pass
 
 
+class _OopsError(Exception):
+    """A class name no Kubernetes condition reason can be (it starts with `_`)."""
+
+
+def raises_a_private_error(payload: dict[str, Any]) -> None:
+    raise _OopsError("the name of this error starts with an underscore")
+
+
 def changes_its_mind(payload: dict[str, Any]) -> None:
     """Attempt 1 records step `a` then fails; attempt 2 calls step `b` at that position."""
     if drover.current_run().attempt == 1:

@@ -138,6 +138,22 @@ def test_abort_run_fails_after_one_attempt(
     }
 
 
+def test_an_error_whose_name_no_condition_can_hold_still_ends_the_taskrun(
+    cluster: E2ECluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # The failure's reason is the exception's class name, `_OopsError`: put in the Succeeded
+    # condition as it is, the API server refused every status write and the TaskRun never
+    # showed that its run had failed.
+    c = cluster.client
+    sdk_task(cluster, namespace, "oops", "raises_a_private_error")
+    run(c, namespace, "oops-1", "oops", payload={})
+    st = wait_phase(c, namespace, "oops-1", "Failed")
+    assert st["error"]["type"] == "_OopsError"
+    [succeeded] = st["conditions"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "OopsError")
+    assert st["attempts"][-1]["reason"] == "_OopsError"
+
+
 def test_non_determinism_fails_without_retry(
     cluster: E2ECluster, namespace: str, operator: OperatorProcess
 ) -> None:

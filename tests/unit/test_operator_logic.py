@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from drover_operator.crd import TaskSpec
+from drover_operator.crd.common import Condition
 from drover_operator.domain.attempts import (
     AttemptState,
     Outcome,
@@ -378,6 +379,34 @@ def test_taskrun_status_conditions() -> None:
         output_limit=10,
     )
     assert retrying["nextAttemptTime"] and retrying["attempts"][0]["exitCode"] == 1
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "shown"),
+    [
+        ("Failed", "ValueError", "ValueError"),
+        ("Failed", "_PrivateError", "PrivateError"),
+        ("Failed", "requests.exceptions.HTTPError", "requestsexceptionsHTTPError"),
+        ("Failed", "Ошибка", "Failed"),
+        ("Failed", "0", "Failed"),
+        ("Retrying", "9_lives:", "lives"),
+        ("Retrying", "9_:", "Retrying"),
+        ("Retrying", "E" * 2000, "E" * 1024),
+    ],
+)
+def test_a_runner_reason_the_condition_cannot_hold_is_made_valid(
+    phase: str, reason: str, shown: str
+) -> None:
+    # A runner's failure reason is its exception's class name: the TaskRun's condition must
+    # still be one the API server accepts (the CRD's pattern), or the status is never written.
+    status = taskrun_status(
+        _run(phase=phase, reason=reason, finished_at=NOW if phase == "Failed" else None),
+        [],
+        output_limit=10,
+    )
+    [succeeded] = status["conditions"]
+    assert succeeded["reason"] == shown
+    Condition.model_validate(succeeded)
 
 
 def test_operator_side_checks() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from drover.protocol.phases import FINISHED_PHASES, Phase
@@ -17,13 +18,35 @@ def _ts(value: dt.datetime | None) -> str | None:
     return rfc3339_micro(value) if value else None
 
 
+#: A metav1.Condition's reason, as the CRD (and Kubernetes) require it.
+_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+
+def condition_reason(reason: str, fallback: str) -> str:
+    """`reason` as a condition may carry it. A runner's failure reason is the exception's
+    class name, which may start with `_` or hold letters outside ASCII: a status carrying
+    it as is was refused by the API server, on every try, and the TaskRun never showed how
+    its run ended. What the pattern cannot hold is dropped; `fallback` if nothing is left
+    (the whole reason stays in `status.attempts`, the API and the CLI)."""
+    if _REASON.match(reason):
+        return reason[:1024]
+    kept = re.sub(r"[^A-Za-z0-9_,:]", "", reason)
+    kept = re.sub(r"^[^A-Za-z]+", "", kept).rstrip(",:")[:1024].rstrip(",:")
+    return kept if _REASON.match(kept) else fallback
+
+
 def condition(
-    kind: str, status: str, reason: str, message: str, generation: int | None
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    fallback: str = "Unknown",
 ) -> dict[str, Any]:
     return {
         "type": kind,
         "status": status,
-        "reason": reason,
+        "reason": condition_reason(reason, fallback),
         "message": message[:32768],
         "observedGeneration": generation,
     }
@@ -67,7 +90,7 @@ def _succeeded_condition(run: UnpushedRun) -> dict[str, Any]:
     # The condition's status changes only when the run finishes: Unknown until then.
     since = run.finished_at if status != "Unknown" else run.recorded_at
     return {
-        **condition("Succeeded", status, reason, message, generation),
+        **condition("Succeeded", status, reason, message, generation, fallback=phase),
         "lastTransitionTime": _ts(since or now()),
     }
 
