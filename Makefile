@@ -49,7 +49,8 @@ cluster-down:  ## Stop the local cluster; no process is left behind
 dev: cluster-up  ## Bring everything up, apply the examples and run the operator (Ctrl-C stops it)
 	@source $(CLUSTER_DIR)/env && \
 	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null && \
-	  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null && \
+	  { kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null 2>&1 || \
+	    { sleep 1; kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null; }; } && \
 	  kubectl apply -f $(CLUSTER_DIR)/apiservice.yaml >/dev/null && \
 	  kubectl apply -f examples/
 	@echo

@@ -452,21 +452,20 @@ class Bench:
 
 
 def apply_crds(cluster: LocalCluster, env: dict[str, str]) -> None:
+    """Apply Drover's CRDs and wait until they are Established. `kubectl wait` fails at once
+    on a CRD so new that its status has no conditions yet ("accessor error"): asked again."""
     kubectl = str(cluster.binaries.kubectl)
-    for cmd in (
-        [kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds")],
-        [
-            kubectl,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/tasks.drover.dev",
-            "crd/taskruns.drover.dev",
-        ],
-    ):
-        proc = subprocess.run(cmd, env=env, timeout=120, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BenchError(f"{' '.join(cmd[1:3])} failed: {proc.stderr.strip()}")
+    apply = [kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds")]
+    wait = [kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]
+    proc = subprocess.run(apply, env=env, timeout=120, capture_output=True, text=True)
+    for _ in range(50):
+        if proc.returncode != 0 and "accessor error" not in proc.stderr:
+            break
+        proc = subprocess.run(wait, env=env, timeout=120, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"applying the CRDs failed: {proc.stderr.strip()}")
 
 
 async def run_bench(

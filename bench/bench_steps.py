@@ -29,6 +29,7 @@ import psycopg
 from lightkube import Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 
+from bench.bench_operator import apply_crds
 from bench.harness import median_spread
 from bench.summary import Row, record
 from drover_localcluster.cluster import LocalCluster
@@ -60,12 +61,7 @@ class DroverSteps:
             "DROVER_API_PORT": str(api_port),
             "DROVER_API_URL": f"http://127.0.0.1:{api_port}",
         }
-        kubectl = str(cluster.binaries.kubectl)
-        for command in (
-            [kubectl, "apply", "--server-side", "-f", "crds/"],
-            [kubectl, "wait", "--for=condition=Established", "crd", "--all"],
-        ):
-            subprocess.run(command, env=self.env, check=True, capture_output=True)
+        apply_crds(cluster, self.env)
         with log.open("wb") as out:
             self.operator = subprocess.Popen(
                 [sys.executable, "-m", "drover_operator", "run", "--standalone"],

@@ -154,7 +154,7 @@ def chaos_cluster() -> Iterator[E2ECluster]:
     cluster = E2ECluster(local, client)
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        cluster.crds_established()
         yield cluster
     finally:
         client.close()
