@@ -8,10 +8,8 @@ a crash, and no Secret of anyone else is ever modified or given an owner."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +75,6 @@ class PodConverger:
     ) -> None:
         self.writes = asyncio.Semaphore(POD_CONCURRENCY)
         self.specs = AttemptSpecs()
-        # Attempts whose pod is being created, and the background creates (`launch`).
-        self._in_flight: set[tuple[str, int]] = set()
-        self._launched: set[asyncio.Task[list[CreatedPod]]] = set()
-        self._stop_deferred = False
         self.settings = settings
         self.store = store
         self.client = client
@@ -88,64 +82,18 @@ class PodConverger:
         self._api_ca = settings.api.pod_ca
 
     async def create(self) -> list[CreatedPod]:
-        """Create the pods of admitted attempts that have none yet, and wait for them."""
-        return await self._create_all(await self._claim())
-
-    async def launch(self, done: Callable[[list[CreatedPod]], None]) -> int:
-        """Start creating the pods of admitted attempts that have none yet, without waiting:
-        the reconcile pass goes on to admit what was recorded while these POSTs are in flight
-        (waiting for them held a burst's next admissions back by a POST's round trip).
-        `done` gets the pods created. Returns how many creates were started."""
-        rows = await self._claim()
-        if rows:
-            task = asyncio.create_task(self._create_all(rows))
-            self._launched.add(task)
-            task.add_done_callback(functools.partial(self._landed, done))
-        return len(rows)
-
-    def _landed(self, done: Callable[[list[CreatedPod]], None], task: asyncio.Task[Any]) -> None:
-        self._launched.discard(task)
-        if task.cancelled():
-            return
-        if (error := task.exception()) is not None:
-            log.error("creating pods failed; retried next pass", exc_info=error)
-            done([])
-            return
-        done(task.result())
-
-    @property
-    def stop_deferred(self) -> bool:
-        """A stop waits for a pod whose create is in flight (`done` should wake a pass)."""
-        return self._stop_deferred
-
-    async def drain(self) -> None:
-        """Cancel the creates in flight (at shutdown; the next start adopts what landed)."""
-        for task in list(self._launched):
-            task.cancel()
-        await asyncio.gather(*self._launched, return_exceptions=True)
-
-    async def _claim(self) -> list[PodToCreate]:
-        """Attempts whose pod is to be created, less those being created now; claimed (in
-        flight) before this returns, so that no two creates of one pod overlap."""
+        """Create the pods of admitted attempts that have none yet, several at a time (each
+        is independent; a burst of admissions or resumes must not queue behind one another's
+        round trips), then mark them created in one statement. AlreadyExists with the same
+        run's UID means it was created before a crash: adopted."""
         rows = await self.store.attempts.pods_to_create(self.settings.loop.batch_size)
-        rows = [row for row in rows if (row.run_id, row.number) not in self._in_flight]
-        self._in_flight.update((row.run_id, row.number) for row in rows)
-        return rows
-
-    async def _create_all(self, rows: list[PodToCreate]) -> list[CreatedPod]:
-        """Create claimed pods several at a time (each is independent), then mark them created
-        in one statement. AlreadyExists with the same run's UID means it was created before a
-        crash: adopted."""
 
         async def one(row: PodToCreate) -> PodToCreate | None:
             async with self.writes:
                 return row if await self._create(row) else None
 
-        try:
-            done = [row for row in await asyncio.gather(*(one(row) for row in rows)) if row]
-            first = await self.store.attempts.pods_created([(r.run_id, r.number) for r in done])
-        finally:
-            self._in_flight.difference_update((row.run_id, row.number) for row in rows)
+        done = [row for row in await asyncio.gather(*(one(row) for row in rows)) if row]
+        first = await self.store.attempts.pods_created([(r.run_id, r.number) for r in done])
         return [
             CreatedPod(r.namespace, r.task, r.number, first.get((r.run_id, r.number))) for r in done
         ]
@@ -233,13 +181,8 @@ class PodConverger:
 
     async def stop(self) -> None:
         """Delete the pods of attempts that ended while their pod ran (cancel, timeout,
-        stall), with the grace the decision asked for. A pod whose create is in flight is
-        stopped once it landed (a stop now would find nothing, and the pod would then run)."""
-        self._stop_deferred = False
+        stall), with the grace the decision asked for."""
         for row in await self.store.attempts.pods_to_stop(self.settings.loop.batch_size):
-            if (row.run_id, row.number) in self._in_flight:
-                self._stop_deferred = True
-                continue
             try:
                 if await self.is_ours(row.namespace, row.pod_name, row.run_id):
                     await self.client.delete(

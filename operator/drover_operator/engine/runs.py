@@ -27,7 +27,6 @@ from drover.protocol.names import (
 )
 from drover.protocol.timestamps import now, parse_rfc3339
 from drover_operator.converge import Converger
-from drover_operator.converge.pods import CreatedPod
 from drover_operator.crd import TaskRunSpec, TaskSpec, parse_duration
 from drover_operator.domain import attempts, pods
 from drover_operator.domain.triggers import ANNOTATION_METADATA
@@ -364,7 +363,6 @@ class Engine:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 self._wake.clear()
         finally:
-            await self.converge.pods.drain()
             for task in (listener, publisher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -407,7 +405,8 @@ class Engine:
         # (A run past its ttl is never admitted: admission skips it, `expire` ends it.)
         for queue in await self.store.admission.due_queues():
             await self.lifecycle.admit(queue.namespace, queue.task)
-        await self.converge.pods.launch(self._pods_created)
+        for created in await self.converge.pods.create():
+            observe.pod_created(created.namespace, created.task, created.number, created.latency)
         self._maintenance_skipped = (
             time.monotonic() - self._maintained_at < MAINTENANCE_INTERVAL_SECONDS
         )
@@ -416,12 +415,6 @@ class Engine:
             await self.maintain()
         # Every pass: a cancel's pod goes at once (and those maintenance just timed out).
         await self.converge.pods.stop()
-
-    def _pods_created(self, created: list[CreatedPod]) -> None:
-        for pod in created:
-            observe.pod_created(pod.namespace, pod.task, pod.number, pod.latency)
-        if self.converge.pods.stop_deferred:
-            self.wake()
 
     async def maintain(self) -> None:
         """Expire, resume, time out and fail what is due by the clock (at most every
