@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from drover_operator.api.errors import problems
 from drover_operator.api.triggers import read_json
@@ -81,3 +84,23 @@ def test_a_name_no_taskrun_can_have_is_not_found_without_asking_the_api_server()
     for namespace, name in [("ns", "³\x1d"), ("ns", "UPPER"), ("ns", "a" * 254), ("N S", "r")]:
         assert asyncio.run(writer.get_run(namespace, name)) is None
         assert asyncio.run(writer.uid_of(namespace, name)) is None
+
+
+def test_a_client_gone_mid_answer_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A dashboard tab closed on a live event stream: the stream's next write fails. That is
+    # no failure of ours, yet the middleware logged it as one, with a traceback, every time
+    # (and tried to answer 500 to nobody). It goes on to aiohttp, which ignores it quietly.
+    async def gone(request: web.Request) -> web.StreamResponse:
+        raise ClientConnectionResetError("Cannot write to closing transport")
+
+    async def scenario() -> None:
+        await problems(make_mocked_request("GET", "/ui/runs-events"), gone)
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="drover_operator"),
+        pytest.raises(ConnectionResetError),
+    ):
+        asyncio.run(scenario())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

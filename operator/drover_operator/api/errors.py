@@ -99,6 +99,10 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         # The database is briefly unavailable: runners retry 503s.
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         return problem_response(503, "unavailable", "the database is unavailable; retry")
+    except ConnectionResetError:
+        # The client went away mid-answer (a dashboard tab closed on a live stream): nobody
+        # is left to answer, and aiohttp ignores the disconnection quietly.
+        raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return problem_response(500, "internal", "internal error")
