@@ -64,6 +64,7 @@ from bench.harness import (
 from bench.report import print_table, table
 from bench.summary import Row, record
 from drover_localcluster.cluster import LocalCluster
+from drover_localcluster.errors import StartupError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("drover", "jobs")
@@ -452,20 +453,15 @@ class Bench:
 
 
 def apply_crds(cluster: LocalCluster, env: dict[str, str]) -> None:
-    """Apply Drover's CRDs and wait until they are Established. `kubectl wait` fails at once
-    on a CRD so new that its status has no conditions yet ("accessor error"): asked again."""
-    kubectl = str(cluster.binaries.kubectl)
-    apply = [kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds")]
-    wait = [kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]
-    proc = subprocess.run(apply, env=env, timeout=120, capture_output=True, text=True)
-    for _ in range(50):
-        if proc.returncode != 0 and "accessor error" not in proc.stderr:
-            break
-        proc = subprocess.run(wait, env=env, timeout=120, capture_output=True, text=True)
-        if proc.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise BenchError(f"applying the CRDs failed: {proc.stderr.strip()}")
+    """Apply Drover's CRDs and wait until they are Established."""
+    cmd = [str(cluster.binaries.kubectl), "apply", "--server-side", "-f", str(REPO_ROOT / "crds")]
+    proc = subprocess.run(cmd, env=env, timeout=120, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"applying the CRDs failed: {proc.stderr.strip()}")
+    try:
+        cluster.crds_established("tasks.drover.dev", "taskruns.drover.dev")
+    except StartupError as e:
+        raise BenchError(str(e)) from e
 
 
 async def run_bench(

@@ -70,22 +70,6 @@ class E2ECluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
 
-    def crds_established(self, *names: str) -> None:
-        """Wait until the CRDs (default: all) are Established. `kubectl wait` fails at once,
-        instead of waiting, on a CRD so new that its status has no conditions yet ("accessor
-        error: <nil>"): that answer is asked again; any other failure fails."""
-        targets = list(names) or ["crd", "--all"]
-        deadline = time.monotonic() + 60
-        while True:
-            proc = self.kubectl(
-                "wait", "--for=condition=Established", *targets, "--timeout=60s", check=False
-            )
-            if proc.returncode == 0:
-                return
-            if "accessor error" not in proc.stderr or time.monotonic() > deadline:
-                raise AssertionError(f"kubectl wait for the CRDs failed: {proc.stderr}")
-            time.sleep(0.2)
-
 
 def wait_for(
     condition: Callable[[], T | None],

@@ -359,6 +359,29 @@ class LocalCluster:
         conditions = node.get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
+    def crds_established(self, *names: str, timeout: float = 60) -> None:
+        """Wait until the named CRDs (none named: every CRD there is) are Established, read
+        from the API. (`kubectl wait --for=condition=Established` fails at once, instead of
+        waiting, on a CRD so new that its status has no conditions yet.)"""
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+        def established() -> bool:
+            crds = [self.get(f"{path}/{n}") for n in names] if names else self.get(path)["items"]
+            return bool(crds) and all(
+                any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (crd.get("status") or {}).get("conditions") or []
+                )
+                for crd in crds
+            )
+
+        wait_until(
+            established,
+            what=f"CRDs {', '.join(names) or '(all)'} Established",
+            timeout=timeout,
+            log=self.directory / "logs" / "kube-apiserver.log",
+        )
+
     # -- small API helpers (no client library needed to manage the cluster itself) -----------
 
     def get(self, path: str, *, raw: bool = False) -> Any:

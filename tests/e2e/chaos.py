@@ -154,7 +154,7 @@ def chaos_cluster() -> Iterator[E2ECluster]:
     cluster = E2ECluster(local, client)
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        cluster.crds_established()
+        local.crds_established()
         yield cluster
     finally:
         client.close()

@@ -18,7 +18,7 @@ from tests.e2e.operator_support import OperatorProcess
 def drover_crds(cluster: E2ECluster) -> None:
     """The CRDs and the policy shipped with them, applied and in force."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.crds_established("crd/tasks.drover.dev", "crd/taskruns.drover.dev")
+    cluster.local.crds_established("tasks.drover.dev", "taskruns.drover.dev")
     _wait_payload_policy(cluster)
 
 

@@ -77,7 +77,7 @@ def bare_cluster() -> Iterator[E2ECluster]:
     try:
         for crd in ("drover.dev_tasks.yaml", "drover.dev_taskruns.yaml"):
             bare.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds" / crd))
-        bare.crds_established()
+        local.crds_established()
         yield bare
     finally:
         client.close()
