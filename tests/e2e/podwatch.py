@@ -58,6 +58,10 @@ class PodWatch:
             if life.ended_at is None and (kind == "DELETED" or phase in ("Succeeded", "Failed")):
                 life.ended_at, life.ended_seq = now, seq
 
+    def describe_live(self) -> list[tuple[str, str]]:
+        """The pods not yet seen ending, with their last phase: what a timed-out wait shows."""
+        return [(p.name, p.phase or "(no phase)") for p in self.live()]
+
     def relisted(self, present: set[str]) -> None:
         """After a (re)list: pods no longer there ended while the watch was down (counted as
         ending now, which overstates occupancy rather than hiding it)."""

@@ -63,7 +63,7 @@ def test_limit_holds_under_a_burst(
     with watching(cluster, namespace) as watch:
         names = _burst(cluster, namespace, tmp_path, count=30, limit=3, sleep="0.5")
         statuses = wait_all(cluster.client, namespace, names, "Succeeded", "Failed")
-        wait_for(lambda: not watch.live(), what="every pod ended")
+        wait_for(lambda: not watch.live(), what="every pod ended", detail=watch.describe_live)
     _assert_each_ran_once(watch, tmp_path, statuses)
     # The limit is reached (so it is what holds them back), and never exceeded.
     assert watch.peak({LABEL_TASK: "burst"}) == 3
@@ -85,7 +85,7 @@ def test_sigkill_mid_burst_loses_nothing_and_never_overshoots(
         time.sleep(1)  # pods keep finishing while no operator watches: on purpose
         operator.start()
         statuses = wait_all(c, namespace, names, "Succeeded", "Failed")
-        wait_for(lambda: not watch.live(), what="every pod ended")
+        wait_for(lambda: not watch.live(), what="every pod ended", detail=watch.describe_live)
     _assert_each_ran_once(watch, tmp_path, statuses)
     assert watch.peak({LABEL_TASK: "burst"}) <= 3
 
@@ -116,7 +116,7 @@ def test_two_operators_at_once_both_act_and_never_overshoot(
                 payload = {"dir": str(tmp_path), "x": i, "sleep": 0.3}
                 run(cluster.client, namespace, name, "burst", payload=payload)
             statuses = wait_all(cluster.client, namespace, names, "Succeeded", "Failed")
-            wait_for(lambda: not watch.live(), what="every pod ended")
+            wait_for(lambda: not watch.live(), what="every pod ended", detail=watch.describe_live)
     finally:
         second.stop()
         print(f"--- second operator's log ---\n{second.log_tail()}")
@@ -155,7 +155,7 @@ def test_per_key_limit(
             run(c, namespace, name, "keyed", concurrencyKey=f"tenant-{i % 2}")
             names.append(name)
         statuses = wait_all(c, namespace, names, "Succeeded", "Failed")
-        wait_for(lambda: not watch.live(), what="every pod ended")
+        wait_for(lambda: not watch.live(), what="every pod ended", detail=watch.describe_live)
     assert all(st["phase"] == "Succeeded" for st in statuses.values())
 
     def key(pod: Any) -> str:
