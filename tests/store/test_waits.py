@@ -5,12 +5,13 @@ tokens complete once, and canceling a waiting parent cancels its children."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
 
 from drover_operator.domain.attempts import AttemptState, Outcome
-from drover_operator.domain.waits import WaitKind
+from drover_operator.domain.waits import WaitKind, batch_step
 from drover_operator.store import Store
 from drover_operator.store.waits import WaitError
 from tests.store.conftest import query
@@ -185,6 +186,31 @@ def test_a_parent_waiting_on_children_resumes_when_all_finish_with_their_results
         assert [r["name"] for r in step["value"]] == ["child-2", "child-1", "child-0"]
         assert [r["output"] for r in step["value"]] == [{"i": 2}, {"i": 1}, {"i": 0}]
         assert {r["phase"] for r in step["value"]} == {"Succeeded"}
+
+    with_store(scenario)
+
+
+def test_a_parent_waiting_on_a_child_not_yet_recorded_names_it_in_waiting_for(
+    with_store: Runner[Any],
+) -> None:
+    """The operator records a child when its TaskRun's event arrives, which may be after the
+    parent suspends on it: `waitingFor.runs` still names it (from the recorded trigger call),
+    never by its UID, and the wait is over only once it is recorded and finished."""
+
+    async def scenario(store: Store) -> None:
+        await add_task(store, entrypoint="m:f", image="i")
+        parent = await _running(store, "parent")
+        unrecorded = str(uuid.uuid4())
+        started = [{"name": "napper-0a1b2c3d4e", "id": unrecorded, "task": "napper"}]
+        await store.waits.record(parent, 1, 0, batch_step("napper"), started)
+        waited = await store.waits.wait(
+            parent, 1, 1, WaitKind.RUNS, runs=[unrecorded], suspend_after=LONG
+        )
+        assert waited.state == "suspended"
+        row = await run_row(store, parent)
+        assert row["waiting_for"]["runs"] == ["napper-0a1b2c3d4e"]
+        assert "napper-0a1b2c3d4e" in row["message"]
+        assert await store.waits.resolve_due(10) == []
 
     with_store(scenario)
 

@@ -83,10 +83,18 @@ WHERE run_id = %s AND seq = %s
 SECONDS_LEFT = "SELECT extract(epoch FROM %s::timestamptz - now())::float8"
 
 # Every awaited run's outcome, in the order awaited; a run not recorded yet is not finished.
+# A child whose TaskRun the operator has not recorded yet (created a moment ago) is named
+# from the parent's recorded trigger call, so `status.waitingFor.runs` always holds names.
 AWAITED_RUNS = f"""
-SELECT c.ord::int AS ord, c.id::text AS id, r.name, r.phase, r.output, r.error,
-       coalesce(r.phase IN ({_FINISHED}), false) AS finished
-FROM unnest(%s::uuid[]) WITH ORDINALITY AS c(id, ord)
+SELECT c.ord::int AS ord, c.id::text AS id,
+       coalesce(r.name, (
+           SELECT item ->> 'name'
+           FROM drover_steps s, jsonb_array_elements(s.value) AS item
+           WHERE s.run_id = %(parent)s AND (s.name LIKE 'trigger:%%' OR s.name LIKE 'batch:%%')
+             AND jsonb_typeof(s.value) = 'array' AND item ->> 'id' = c.id::text
+           LIMIT 1)) AS name,
+       r.phase, r.output, r.error, coalesce(r.phase IN ({_FINISHED}), false) AS finished
+FROM unnest(%(runs)s::uuid[]) WITH ORDINALITY AS c(id, ord)
 LEFT JOIN drover_runs r ON r.id = c.id
 ORDER BY c.ord
 """
@@ -247,7 +255,9 @@ class WaitStore:
             if token is None:
                 raise WaitError("not-found", f"no token {point.token_id}")
             return (_WAITING if token.state == "waiting" else token_value(token)), None
-        awaited = await fetch_all(conn, AwaitedRun, AWAITED_RUNS, (point.runs or [],))
+        awaited = await fetch_all(
+            conn, AwaitedRun, AWAITED_RUNS, {"parent": point.run_id, "runs": point.runs or []}
+        )
         names = [a.name or a.id for a in awaited]
         if not all(a.finished for a in awaited):
             return _WAITING, names
