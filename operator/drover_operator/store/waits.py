@@ -82,16 +82,23 @@ WHERE run_id = %s AND seq = %s
 
 SECONDS_LEFT = "SELECT extract(epoch FROM %s::timestamptz - now())::float8"
 
+
+def _started_items(run: str) -> str:
+    """FROM/WHERE over the items (`{name, id, task}`) of the trigger and batch calls recorded
+    for the run given by the placeholder `run`: the children its code started."""
+    return f"""
+FROM drover_steps s, jsonb_array_elements(s.value) AS item
+WHERE s.run_id = {run} AND (s.name LIKE 'trigger:%%' OR s.name LIKE 'batch:%%')
+  AND jsonb_typeof(s.value) = 'array'"""
+
+
 # Every awaited run's outcome, in the order awaited; a run not recorded yet is not finished.
 # A child whose TaskRun the operator has not recorded yet (created a moment ago) is named
 # from the parent's recorded trigger call, so `status.waitingFor.runs` always holds names.
 AWAITED_RUNS = f"""
 SELECT c.ord::int AS ord, c.id::text AS id,
        coalesce(r.name, (
-           SELECT item ->> 'name'
-           FROM drover_steps s, jsonb_array_elements(s.value) AS item
-           WHERE s.run_id = %(parent)s AND (s.name LIKE 'trigger:%%' OR s.name LIKE 'batch:%%')
-             AND jsonb_typeof(s.value) = 'array' AND item ->> 'id' = c.id::text
+           SELECT item ->> 'name' {_started_items("%(parent)s")} AND item ->> 'id' = c.id::text
            LIMIT 1)) AS name,
        r.phase, r.output, r.error, coalesce(r.phase IN ({_FINISHED}), false) AS finished
 FROM unnest(%(runs)s::uuid[]) WITH ORDINALITY AS c(id, ord)
@@ -136,12 +143,7 @@ RETURNING namespace, task, attempt
 """
 
 # The ids of the runs this run's code started (its recorded triggers, single or batch).
-STARTED_RUNS = """
-SELECT item ->> 'id' AS id
-FROM drover_steps s, jsonb_array_elements(s.value) AS item
-WHERE s.run_id = %s AND (s.name LIKE 'trigger:%%' OR s.name LIKE 'batch:%%')
-  AND jsonb_typeof(s.value) = 'array'
-"""
+STARTED_RUNS = f"SELECT item ->> 'id' AS id {_started_items('%s')}"
 
 # When the next timer or token timeout falls due (Postgres' clock), in seconds.
 NEXT_DUE = """
