@@ -392,6 +392,7 @@ def test_taskrun_status_conditions() -> None:
         ("Retrying", "9_lives:", "lives"),
         ("Retrying", "9_:", "Retrying"),
         ("Retrying", "E" * 2000, "E" * 1024),
+        ("Retrying", "E" * 1023 + ":x", "E" * 1023),
     ],
 )
 def test_a_runner_reason_the_condition_cannot_hold_is_made_valid(

@@ -28,10 +28,9 @@ def condition_reason(reason: str, fallback: str) -> str:
     it as is was refused by the API server, on every try, and the TaskRun never showed how
     its run ended. What the pattern cannot hold is dropped; `fallback` if nothing is left
     (the whole reason stays in `status.attempts`, the API and the CLI)."""
-    if _REASON.match(reason):
-        return reason[:1024]
     kept = re.sub(r"[^A-Za-z0-9_,:]", "", reason)
-    kept = re.sub(r"^[^A-Za-z]+", "", kept).rstrip(",:")[:1024].rstrip(",:")
+    # Cut to the CRD's 1024 characters, which must not end a reason on `,` or `:` either.
+    kept = re.sub(r"^[^A-Za-z]+", "", kept)[:1024].rstrip(",:")
     return kept if _REASON.match(kept) else fallback
 
 
